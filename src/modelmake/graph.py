@@ -1,0 +1,289 @@
+"""Recipes -> doit task dicts. The only module that knows doit's dict format.
+
+Each task carries a plain-data `spec` for its action (modelmake.runner), a `file_dep` on the
+manifests of the folders it reads, a `target` it writes, and an `uptodate` on the normalized
+config, pass version and library versions that shape its output. doit decides what is stale;
+the action then asks the store for the result by key, so stale-but-known results are restored.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from doit.tools import config_changed
+
+from modelmake import digest, passes, plugins, runner
+from modelmake.hostinfo import host_fingerprint
+from modelmake.recipe import Recipe, RecipeError, load_recipes
+from modelmake.passes import base
+
+SOURCE_VERSION = 1
+EVAL_VERSION = 1
+PACKAGE_VERSION = 1
+EVAL_LIBRARIES = ("onnxruntime", "tokenizers")
+PACKAGE_LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    artifacts: Path
+    store: Path
+
+    @property
+    def recipes_dir(self) -> Path:
+        return self.root / "recipes"
+
+    def rel(self, path: Path) -> Path:
+        """Paths inside the project relative to it: doit runs in the project folder, and a
+        relative path keeps doit's DB valid when the checkout moves."""
+        try:
+            return Path(path).relative_to(self.root)
+        except ValueError:
+            return Path(path)
+
+
+def find_project(root: Path) -> Project:
+    """Paths of a project. The store: $MODELMAKE_STORE, else [tool.modelmake].store, else artifacts/.store."""
+    root = Path(root).resolve()
+    artifacts = root / "artifacts"
+    store = os.environ.get("MODELMAKE_STORE")
+    if not store and (root / "pyproject.toml").exists():
+        try:
+            conf = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {}).get("modelmake", {})
+        except tomllib.TOMLDecodeError as e:
+            raise RecipeError("pyproject.toml", "", f"TOML syntax error: {e}") from None
+        store = conf.get("store")
+    return Project(root, artifacts, (root / store) if store else artifacts / ".store")
+
+
+# ---------------------------------------------------------------- per-recipe layout
+@dataclass
+class Layout:
+    """Where a recipe's outputs live, and which folder holds its model/tokenizer at each point."""
+
+    recipe: Recipe
+    base: Path
+    model_in: Path                 # folder the first pass reads
+    data: dict[str, Path]          # dataset name -> folder
+    outputs: list[Path]            # one folder per pass
+    formats: list[str]             # format after each pass
+    tokenizer: Path | None         # last Hugging Face folder (holds tokenizer files)
+    final_format: str
+
+    @property
+    def final(self) -> Path:
+        return self.outputs[-1] if self.outputs else self.model_in
+
+    def step_dir(self, name: str) -> Path:
+        return self.outputs[[s.name for s in self.recipe.steps].index(name)]
+
+
+def layouts(project: Project, recipes: dict[str, Recipe]) -> dict[str, Layout]:
+    done: dict[str, Layout] = {}
+
+    def build(r: Recipe) -> Layout:
+        if r.name in done:
+            return done[r.name]
+        base_dir = project.rel(project.artifacts) / r.name
+        src = base_dir / "steps" / "source"
+        if r.model.kind == "recipe":
+            up = build(recipes[r.model.spec["recipe"]])
+            model_in, fmt, tok = up.final, (up.formats[-1] if up.formats else base.HF), up.tokenizer
+        else:
+            model_in, fmt, tok = src / "model", base.HF, src / "model"
+        outputs, formats = [], []
+        for s in r.steps:
+            outputs.append(base_dir / "steps" / s.name)
+            fmt = passes.get(s.type).output_format
+            formats.append(fmt)
+            if fmt == base.HF:
+                tok = outputs[-1]
+        lay = Layout(r, base_dir, model_in, {d: src / "data" / d for d in r.data}, outputs, formats, tok, fmt)
+        done[r.name] = lay
+        return lay
+
+    for r in recipes.values():
+        build(r)
+    return done
+
+
+def _manifest(folder: Path) -> str:
+    return str(folder / digest.MANIFEST)
+
+
+def _check_local_path(project: Project, r: Recipe, key: str, rel: str) -> list[Path]:
+    from modelmake.sources import local_files
+
+    p = project.root / rel
+    if not p.exists():
+        raise RecipeError(_shown(project, r), key, f"no such file or folder: {rel}")
+    return [project.rel(f) for f in local_files(p)]
+
+
+def _shown(project: Project, r: Recipe) -> str:
+    try:
+        return str(r.file.resolve().relative_to(project.root))
+    except ValueError:
+        return str(r.file)
+
+
+# ---------------------------------------------------------------- task dicts
+def _task(name: str, spec: dict, action, *, doc: str = "", file_dep=(), targets=(), uptodate=None,
+          clean=()) -> dict:
+    basename, _, sub = name.partition(":")
+    t = {
+        "basename": basename, "name": sub, "doc": doc,
+        "actions": [(action, [spec])],
+        "file_dep": sorted(set(map(str, file_dep))),
+        "targets": [str(t) for t in targets],
+        "clean": [(runner.clean, [[str(c) for c in clean]])],
+        "verbosity": 2,
+    }
+    if uptodate is not None:
+        t["uptodate"] = [config_changed(uptodate)]
+    return t
+
+
+def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
+    r = lay.recipe
+    shown = _shown(project, r)
+    common = {"store": str(project.rel(project.store)), "root": ".", "logs": str(lay.base / "logs")}
+
+    # source: fetch model and data files, pinned
+    items, watched = [], []
+    if r.model.kind != "recipe":
+        items.append({"what": "model", "source": {"kind": r.model.kind, **r.model.spec}, "out": str(lay.model_in)})
+        if r.model.kind == "path":
+            watched += _check_local_path(project, r, "model.path", r.model.spec["path"])
+    for dname, dspec in r.data.items():
+        items.append({"what": f"data.{dname}", "source": dspec["source"], "out": str(lay.data[dname])})
+        if dspec["source"]["kind"] == "path":
+            watched += _check_local_path(project, r, f"data.{dname}.path", dspec["source"]["path"])
+    if items:
+        spec = {**common, "task": f"source:{r.name}", "items": items, "version": SOURCE_VERSION}
+        yield _task(spec["task"], spec, runner.run_source, doc=f"fetch and verify sources of {r.name}", file_dep=watched,
+                    targets=[_manifest(Path(i["out"])) for i in items],
+                    uptodate={"items": [{k: v for k, v in i.items() if k != "out"} for i in items],
+                              "version": SOURCE_VERSION},
+                    clean=[Path(i["out"]) for i in items])
+
+    # passes
+    prev = lay.model_in
+    for step, out in zip(r.steps, lay.outputs):
+        p = passes.get(step.type)
+        used = {f.name: step.config[f.name] for f in p.fields if f.kind == "dataset" and step.config[f.name]}
+        datasets = {d: {"dir": str(lay.data[d]), "spec": _data_spec(r.data[d])} for d in used.values()}
+        static = {"type": step.type, "config": step.config, "version": p.version,
+                  "libraries": digest.library_versions(p.libraries),
+                  "datasets": {d: v["spec"] for d, v in datasets.items()}}
+        spec = {**common, "task": f"pass:{r.name}/{step.name}", "static": static, "input": str(prev),
+                "datasets": datasets, "out": str(out)}
+        yield _task(spec["task"], spec, runner.run_pass, doc=p.summary,
+                    file_dep=[_manifest(prev)] + [_manifest(Path(v["dir"])) for v in datasets.values()],
+                    targets=[_manifest(out)], uptodate=static, clean=[out])
+        prev = out
+
+    final_targets = [lay.base / "model.onnx"] if lay.final_format == base.ONNX else []
+    metrics_path = lay.base / "metrics.json"
+    if r.evaluate:
+        ev = r.evaluate
+        baseline = lay.step_dir(ev["baseline"]) if ev["baseline"] else None
+        static = {"evaluate": ev, "data": _data_spec(r.data[ev["data"]]), "version": EVAL_VERSION,
+                  "libraries": digest.library_versions(EVAL_LIBRARIES), "host": host_fingerprint()}
+        spec = {**common, "task": f"eval:{r.name}", "static": static, "model": str(lay.final),
+                "baseline": str(baseline) if baseline else None, "tokenizer": str(lay.tokenizer),
+                "data_dir": str(lay.data[ev["data"]]), "out": str(metrics_path)}
+        deps = [_manifest(lay.final), _manifest(lay.tokenizer), _manifest(lay.data[ev["data"]])]
+        if baseline:
+            deps.append(_manifest(baseline))
+        yield _task(spec["task"], spec, runner.run_eval, doc=f"evaluate {r.name}",
+                    file_dep=deps, targets=[metrics_path], uptodate=static, clean=[metrics_path])
+    if r.package:
+        pkg = lay.base / "package.zip"
+        static = {"package": r.package, "recipe": r.name, "version": PACKAGE_VERSION,
+                  "libraries": digest.library_versions(PACKAGE_LIBRARIES)}
+        spec = {**common, "task": f"package:{r.name}", "static": static, "model": str(lay.final),
+                "tokenizer": str(lay.tokenizer), "metrics": str(metrics_path) if r.evaluate else None,
+                "out": str(pkg)}
+        deps = [_manifest(lay.final), _manifest(lay.tokenizer)] + ([metrics_path] if r.evaluate else [])
+        yield _task(spec["task"], spec, runner.run_package, doc=f"package {r.name}",
+                    file_dep=deps, targets=[pkg], uptodate=static, clean=[pkg])
+
+    # optimize:<recipe>: the whole recipe; also publishes the final model at a stable path
+    spec = {**common, "task": f"optimize:{r.name}", "model": str(lay.final),
+            "targets": [str(t) for t in final_targets]}
+    task = {
+        "basename": f"optimize:{r.name}", "doc": r.description or f"build recipe {r.name}",
+        "actions": [(runner.publish_model, [spec])] if final_targets else None,
+        "file_dep": [_manifest(lay.final)] if final_targets else [],
+        "targets": [str(t) for t in final_targets],
+        "task_dep": [t for t, on in ((f"eval:{r.name}", r.evaluate), (f"package:{r.name}", r.package)) if on],
+        "clean": [(runner.clean, [[str(t) for t in final_targets]])],
+        "verbosity": 2,
+    }
+    if not final_targets and r.steps:
+        task["task_dep"].append(f"pass:{r.name}/{r.steps[-1].name}")
+    elif not final_targets and items:
+        task["task_dep"].append(f"source:{r.name}")
+    yield task
+
+
+def _data_spec(spec: dict) -> dict:
+    """What a step reads of a dataset: columns, labels, split (the file's content is keyed apart)."""
+    return {k: v for k, v in spec.items() if k != "source"}
+
+
+def compile_tasks(project: Project) -> list[dict]:
+    recipes = load_recipes(project.recipes_dir, project.root)
+    lays = layouts(project, recipes)
+    tasks: list[dict] = []
+    for name in sorted(recipes):
+        tasks.extend(recipe_tasks(project, lays[name]))
+    tasks.append({"basename": "optimize", "doc": "build every recipe in recipes/",
+                  "actions": None, "task_dep": [f"optimize:{n}" for n in sorted(recipes)]})
+    return tasks
+
+
+# ---------------------------------------------------------------- doit glue
+GROUP_DOCS = {"source": "fetch and verify pinned model and data sources",
+              "pass": "run one optimization pass of a recipe", "eval": "evaluate a recipe's model",
+              "package": "package a recipe's model"}
+
+
+def doit_config(project: Project) -> dict:
+    return {
+        "dep_file": str(project.artifacts / ".doit.db"),
+        "backend": "sqlite3",
+        "check_file_uptodate": digest.XXH3Checker,
+        "default_tasks": ["optimize"],
+    }
+
+
+def dodo_namespace(dodo_file: str) -> dict[str, Any]:
+    """Globals for a dodo.py: DOIT_CONFIG and one task generator. Bad recipes exit 2 in one line."""
+    try:
+        plugins.load(os.environ.get("MODELMAKE_PLUGINS", ""))
+        project = find_project(Path(dodo_file).parent)
+        tasks = compile_tasks(project)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except plugins.PluginError as e:
+        print(f"error: MODELMAKE_PLUGINS: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    project.artifacts.mkdir(parents=True, exist_ok=True)
+
+    def task_modelmake():
+        groups = {}
+        for t in tasks:
+            if t.get("name") and t["basename"] not in groups:
+                groups[t["basename"]] = True
+                yield {"basename": t["basename"], "name": None, "doc": GROUP_DOCS.get(t["basename"], "")}
+            yield t
+
+    return {"DOIT_CONFIG": doit_config(project), "task_modelmake": task_modelmake}

@@ -1,0 +1,167 @@
+"""A deployable zip: model, tokenizer, inference config, metrics, a predict.py example, manifest.
+
+The zip is byte-for-byte reproducible from the same inputs (sorted entries, fixed times and
+permissions, fixed compression level), so its digest can serve as the build's identity.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+
+from modelmake.passes import onnxmeta
+
+TOKENIZER_FILES = ("special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
+_DATE = (1980, 1, 1, 0, 0, 0)
+_LEVEL = 6
+
+PREDICT_PY = '''\
+"""Classify texts with this package: python predict.py "a great movie" "a dull one"
+
+Needs only onnxruntime, tokenizers and numpy; run it from anywhere, it finds its files beside it.
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+HERE = Path(__file__).resolve().parent
+
+
+def load():
+    cfg = json.loads((HERE / "inference_config.json").read_text(encoding="utf-8"))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                               cfg["session"]["graph_optimization_level"])
+    options.intra_op_num_threads = cfg["session"]["intra_op_num_threads"]
+    session = ort.InferenceSession(str(HERE / cfg["model"]), options,
+                                   providers=cfg["session"]["providers"])
+    tok = Tokenizer.from_file(str(HERE / cfg["tokenizer"]["file"]))
+    tok.enable_truncation(max_length=cfg["max_length"])
+    tok.enable_padding(pad_id=cfg["tokenizer"]["pad_id"], pad_token=cfg["tokenizer"]["pad_token"])
+    return cfg, session, tok
+
+
+def predict(texts):
+    cfg, session, tok = load()
+    encodings = tok.encode_batch(texts)
+    columns = {"input_ids": [e.ids for e in encodings],
+               "attention_mask": [e.attention_mask for e in encodings],
+               "token_type_ids": [e.type_ids for e in encodings]}
+    feeds = {i["name"]: np.array(columns[i["name"]], dtype=i["dtype"]) for i in cfg["inputs"]}
+    logits = session.run([cfg["output"]], feeds)[0]
+    probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs /= probs.sum(axis=-1, keepdims=True)
+    best = probs.argmax(axis=-1)
+    return [(cfg["labels"].get(str(int(b)), str(int(b))), float(p[b])) for b, p in zip(best, probs)]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    for text, (label, prob) in zip(sys.argv[1:], predict(sys.argv[1:])):
+        print(f"{label}\\t{prob:.4f}\\t{text}")
+'''
+
+README_TXT = '''\
+Text classifier exported by modelmake (ONNX Runtime, CPU).
+Run:   pip install onnxruntime tokenizers numpy && python predict.py "some text" "another text"
+Files: model.onnx (the model), inference_config.json (inputs, labels, session settings),
+       metrics.json (measured quality and speed), manifest.json (sha256 of every file).
+'''
+
+
+def _dumps(obj) -> bytes:
+    return (json.dumps(obj, sort_keys=True, separators=(",", ": "), indent=1, ensure_ascii=False)
+            + "\n").encode("utf-8")
+
+
+def _tokenizer_block(tokenizer_dir: Path) -> dict:
+    from tokenizers import Tokenizer
+
+    from modelmake import textenc
+
+    tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+    pad_id, pad_token = textenc.padding_of(Path(tokenizer_dir), tok)
+    return {"file": "tokenizer.json", "pad_id": pad_id, "pad_token": pad_token}
+
+
+def inference_config(model_onnx: Path, max_length: int, tokenizer_dir: Path | None = None) -> dict:
+    """How to run the model: inputs and outputs (symbolic dims kept), labels, session settings."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(model_onnx), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+
+    def describe(value) -> dict:
+        t = value.type.tensor_type
+        return {"name": value.name,
+                "dtype": helper.tensor_dtype_to_np_dtype(t.elem_type).name,
+                "shape": [d.dim_param or d.dim_value for d in t.shape.dim]}
+
+    props = {p.key: p.value for p in model.metadata_props}
+    outputs = [describe(o) for o in model.graph.output]
+    config = {
+        "model": "model.onnx",
+        "inputs": [describe(i) for i in model.graph.input if i.name not in initializers],
+        "outputs": outputs,
+        "output": next((o["name"] for o in outputs if o["name"] == "logits"), outputs[0]["name"]),
+        "labels": json.loads(props.get(onnxmeta.ID2LABEL, "{}")),
+        "max_length": int(max_length),
+        "session": {"providers": ["CPUExecutionProvider"],
+                    "graph_optimization_level": "ORT_ENABLE_ALL",
+                    "intra_op_num_threads": 0},
+    }
+    if tokenizer_dir is not None:
+        config["tokenizer"] = _tokenizer_block(tokenizer_dir)
+    return config
+
+
+def _entry(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=_DATE)
+    info.create_system = 3  # Unix, so the permission bits below are honoured on extraction
+    info.external_attr = (0o100644 & 0xFFFF) << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def build_package(out_zip: Path, model_onnx: Path, tokenizer_dir: Path, metrics: dict,
+                  inference_config: dict, extra_manifest: dict) -> None:
+    """Write the package zip atomically; `inference_config` gets a tokenizer block if it lacks one."""
+    if "files" in extra_manifest:
+        raise ValueError("extra_manifest may not contain 'files' (the manifest's own file list)")
+    tokenizer_dir, out_zip = Path(tokenizer_dir), Path(out_zip)
+    if onnxmeta.external_files(model_onnx):
+        raise ValueError(f"{model_onnx} keeps weights in external files; the package holds model.onnx only")
+    config = dict(inference_config)
+    config.setdefault("tokenizer", _tokenizer_block(tokenizer_dir))
+    files: dict[str, bytes] = {
+        "model.onnx": Path(model_onnx).read_bytes(),
+        "inference_config.json": _dumps(config),
+        "metrics.json": _dumps(metrics),
+        "predict.py": PREDICT_PY.encode("utf-8"),
+        "README.txt": README_TXT.encode("utf-8"),
+    }
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).is_file():
+            files[name] = (tokenizer_dir / name).read_bytes()
+    manifest = dict(extra_manifest)
+    manifest["files"] = {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+                         for name, data in sorted(files.items())}
+    files["manifest.json"] = _dumps(manifest)
+
+    tmp = out_zip.with_name(f".{out_zip.name}.{os.getpid()}.tmp")
+    try:
+        with zipfile.ZipFile(tmp, "w") as zf:
+            for name in sorted(files):
+                zf.writestr(_entry(name), files[name], compress_type=zipfile.ZIP_DEFLATED,
+                            compresslevel=_LEVEL)
+        os.replace(tmp, out_zip)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,28 @@
+"""The pass registry: type name (as recipes write it) -> Pass declaration.
+
+Pass modules only declare at import time (no torch/onnx), so importing them all here is cheap.
+A plugin module adds its own passes by calling `register` when it is imported.
+"""
+from __future__ import annotations
+
+from modelmake.passes import export, finetune, fuse, quantize
+from modelmake.passes.base import Pass
+
+REGISTRY: dict[str, Pass] = {}
+
+
+def register(p: Pass) -> Pass:
+    """Add a pass; re-registering the same declaration is a no-op, a different one under a taken name fails."""
+    known = REGISTRY.get(p.type)
+    if known is not None and known != p:
+        raise ValueError(f"pass type '{p.type}' is already registered (by {known.run})")
+    REGISTRY[p.type] = p
+    return p
+
+
+def get(type_name: str) -> Pass | None:
+    return REGISTRY.get(type_name)
+
+
+for _module in (finetune, export, fuse, quantize):
+    register(_module.PASS)

@@ -1,0 +1,143 @@
+"""HF -> HF: fine-tune a sequence classifier on a recipe dataset with a plain, seeded PyTorch loop."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from modelmake.passes.base import HF, Field, Pass, StepContext
+from modelmake.progress import bar
+
+PASS = Pass(
+    type="finetune",
+    summary="Fine-tune a sequence classifier on a recipe dataset (AdamW, linear warmup/decay, seeded)",
+    fields=(
+        Field("data", "dataset", None, "name of the recipe dataset whose train split is used",
+              required=True),
+        Field("epochs", "int", 1, "passes over the training rows", min=1),
+        Field("max_samples", "int", 0,
+              "train on a seeded random subset of this many rows; 0 = all train rows", min=0),
+        Field("learning_rate", "float", 5e-5, "peak AdamW learning rate, reached after warmup",
+              min=0.0),
+        Field("batch_size", "int", 32, "rows per optimizer step", min=1),
+        Field("max_length", "int", 64, "tokens per text (longer texts are truncated)", min=8),
+        Field("weight_decay", "float", 0.01,
+              "AdamW weight decay, not applied to biases and LayerNorm weights", min=0.0),
+        Field("warmup_ratio", "float", 0.1,
+              "fraction of the steps over which the learning rate rises linearly from 0", min=0.0,
+              max=1.0),
+        Field("seed", "int", 0, "seed of subset choice, shuffling, dropout and new head weights"),
+    ),
+    input_format=HF,
+    output_format=HF,
+    version=1,
+    libraries=("torch", "transformers"),
+    run="modelmake.passes.finetune:run",
+)
+
+# Files save_pretrained may add that carry absolute paths, times or training state; the output
+# must depend only on the key's inputs.
+_VOLATILE = ("training_args.bin", "trainer_state.json", "README.md")
+
+
+def select_rows(rows: list[tuple[str, int]], max_samples: int, seed: int) -> list[tuple[str, int]]:
+    """All rows, or a seeded random subset of `max_samples` of them (in their original order)."""
+    import numpy as np
+
+    if not max_samples or max_samples >= len(rows):
+        return list(rows)
+    keep = np.random.default_rng(seed).choice(len(rows), size=max_samples, replace=False)
+    return [rows[i] for i in sorted(keep.tolist())]
+
+
+def _label_maps(labels: dict[int, str]) -> tuple[dict[int, str], dict[str, int]]:
+    ids = sorted(labels)
+    if ids != list(range(len(ids))):
+        raise ValueError(f"label ids must be 0..{len(ids) - 1} for a classifier head, got {ids}")
+    return {i: labels[i] for i in ids}, {labels[i]: i for i in ids}
+
+
+def _optimizer(model, lr: float, weight_decay: float):
+    import torch
+
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        # Standard BERT practice: decaying biases and norm scales only hurts.
+        (no_decay if p.ndim == 1 or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def _schedule(optimizer, warmup: int, total: int):
+    import torch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train(model, tokenizer, rows: list[tuple[str, int]], cfg: dict) -> list[float]:
+    """Train `model` in place; returns the loss of every step."""
+    import torch
+
+    n, bs = len(rows), cfg["batch_size"]
+    steps_per_epoch = (n + bs - 1) // bs
+    total = steps_per_epoch * cfg["epochs"]
+    optimizer = _optimizer(model, cfg["learning_rate"], cfg["weight_decay"])
+    schedule = _schedule(optimizer, int(total * cfg["warmup_ratio"]), total)
+    order_rng = torch.Generator().manual_seed(cfg["seed"])
+    torch.manual_seed(cfg["seed"])  # dropout masks
+    losses: list[float] = []
+    model.train()
+    with bar("fine-tune", total) as progress:
+        for _ in range(cfg["epochs"]):
+            order = torch.randperm(n, generator=order_rng).tolist()
+            for start in range(0, n, bs):
+                batch = [rows[i] for i in order[start:start + bs]]
+                enc = tokenizer([t for t, _ in batch], truncation=True, max_length=cfg["max_length"],
+                                padding="longest", return_tensors="pt")
+                labels = torch.tensor([y for _, y in batch], dtype=torch.long)
+                loss = model(**enc, labels=labels).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses.append(loss.detach().item())
+                progress.advance(loss=f"{losses[-1]:.4f}")
+    model.eval()
+    return losses
+
+
+def _remove_volatile(out_dir: Path) -> None:
+    for name in _VOLATILE:
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def run(ctx: StepContext) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # the fine-tune bar is the one that matters
+    cfg = ctx.config
+    dataset = ctx.datasets[cfg["data"]]
+    id2label, label2id = _label_maps(dataset.labels)
+    rows = select_rows(dataset.train, cfg["max_samples"], cfg["seed"])
+    ctx.log(f"training on {len(rows)} of {len(dataset.train)} train rows, {len(id2label)} labels, "
+            f"{cfg['epochs']} epoch(s)")
+    torch.manual_seed(cfg["seed"])  # a new or resized classifier head is drawn here
+    model = AutoModelForSequenceClassification.from_pretrained(
+        ctx.model_dir, num_labels=len(id2label), id2label=id2label, label2id=label2id,
+        attn_implementation="eager", ignore_mismatched_sizes=True)
+    tokenizer = AutoTokenizer.from_pretrained(ctx.model_dir)
+    losses = train(model, tokenizer, rows, cfg)
+    steps_per_epoch = (len(rows) + cfg["batch_size"] - 1) // cfg["batch_size"]
+    last_epoch = losses[-steps_per_epoch:]
+    ctx.log(f"mean loss: first epoch {sum(losses[:steps_per_epoch]) / steps_per_epoch:.4f}, "
+            f"last epoch {sum(last_epoch) / len(last_epoch):.4f}")
+    model.save_pretrained(ctx.out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(ctx.out_dir)
+    _remove_volatile(ctx.out_dir)

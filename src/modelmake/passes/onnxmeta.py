@@ -1,0 +1,73 @@
+"""ONNX metadata_props shared by the ONNX passes: what export records and later passes read.
+
+The ORT optimizer and quantizer rebuild the model proto and may drop metadata_props, so every
+ONNX -> ONNX pass copies them from its input to its output with `carry_over`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+PREFIX = "modelmake."
+MODEL_TYPE = PREFIX + "model_type"
+NUM_HEADS = PREFIX + "num_heads"
+HIDDEN_SIZE = PREFIX + "hidden_size"
+ID2LABEL = PREFIX + "id2label"   # JSON object: {"0": "rotten", ...}
+MAX_LENGTH = PREFIX + "max_length"
+
+MODEL_FILE = "model.onnx"
+
+
+def read(model_path: Path) -> dict[str, str]:
+    """metadata_props of an ONNX file, without loading its weights."""
+    import onnx
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def set_props(model, props: dict[str, str]) -> None:
+    """Set `props` on a ModelProto in place, replacing same-named keys and keeping key order stable."""
+    merged = {p.key: p.value for p in model.metadata_props}
+    merged.update({k: str(v) for k, v in props.items()})
+    del model.metadata_props[:]
+    for key in sorted(merged):
+        model.metadata_props.add(key=key, value=merged[key])
+
+
+def carry_over(src: Path, dst: Path) -> dict[str, str]:
+    """Copy src's metadata_props onto the ONNX file dst (rewritten in place); returns them."""
+    import onnx
+
+    props = read(src)
+    model = onnx.load(str(dst))
+    set_props(model, props)
+    onnx.save(model, str(dst))
+    return props
+
+
+def check(model_path: Path) -> None:
+    """Fail unless the file passes the ONNX checker and ORT can build a CPU session from it."""
+    import onnx
+    import onnxruntime as ort
+
+    onnx.checker.check_model(str(model_path))
+    ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+
+
+def external_files(model_path: Path) -> list[str]:
+    """Names of the external data files the model's tensors refer to (relative to its folder)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    model = onnx.load(str(model_path), load_external_data=False)
+    return sorted({ExternalDataInfo(t).location for t in _tensors(model.graph) if uses_external_data(t)})
+
+
+def _tensors(graph):
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            for g in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
+                yield from _tensors(g)

@@ -1,0 +1,363 @@
+"""TOML recipes -> validated, normalized Recipe objects.
+
+Every user error becomes a RecipeError that names the file and the key path, so the CLI can end
+with one line instead of a traceback. Normalization fills every default and sorts keys: the
+normalized form is what goes into build keys, so comments and key order never matter.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelmake import passes as registry
+from modelmake.passes import base
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+WHEEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
+RESERVED_STEPS = {"source"}
+TASKS = ("text-classification",)
+EVAL_METRICS = ("accuracy", "f1", "latency", "throughput", "size")
+
+
+class RecipeError(Exception):
+    def __init__(self, file: Path | str, key: str, message: str):
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+        self.file, self.key, self.message = str(file), key, message
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where files come from. kind: path | wheel | hub | recipe."""
+
+    kind: str
+    spec: dict[str, Any]      # normalized keys of that kind (the pin is part of it)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    type: str
+    config: dict[str, Any]    # normalized pass config (all fields, defaults filled)
+
+
+@dataclass
+class Recipe:
+    name: str
+    file: Path
+    description: str
+    model: Source
+    task: str
+    data: dict[str, dict[str, Any]]        # name -> normalized data spec (incl. "source")
+    steps: list[Step]
+    evaluate: dict[str, Any] | None
+    package: dict[str, Any] | None
+    raw_keys: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+# ---------------------------------------------------------------- small typed readers
+class _Table:
+    """A TOML table being read: tracks which keys were consumed to reject unknown ones."""
+
+    def __init__(self, file: Path, path: str, value: Any):
+        if not isinstance(value, dict):
+            raise RecipeError(file, path or "(top level)", f"expected a table, got {_type_name(value)}")
+        self.file, self.path, self.value, self.seen = file, path, value, set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def has(self, name: str) -> bool:
+        return name in self.value
+
+    def get(self, name: str, kind: str, default: Any = None, *, required: bool = False,
+            choices: tuple | None = None, min: float | None = None, max: float | None = None) -> Any:
+        self.seen.add(name)
+        if name not in self.value:
+            if required:
+                raise RecipeError(self.file, self.key(name), "missing required key")
+            return default
+        return check_value(self.file, self.key(name), self.value[name], kind, choices, min, max)
+
+    def table(self, name: str, *, required: bool = False) -> "_Table | None":
+        self.seen.add(name)
+        if name not in self.value:
+            if required:
+                raise RecipeError(self.file, self.key(name), "missing required table")
+            return None
+        return _Table(self.file, self.key(name), self.value[name])
+
+    def done(self, known: list[str] | None = None) -> None:
+        unknown = sorted(set(self.value) - self.seen)
+        if unknown:
+            bad = unknown[0]
+            hint = difflib.get_close_matches(bad, known or sorted(self.seen), n=1)
+            tip = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(known or self.seen))})"
+            raise RecipeError(self.file, self.key(bad), f"unknown key{tip}")
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+
+
+def check_value(file: Path, key: str, v: Any, kind: str, choices=None, min=None, max=None) -> Any:
+    want = {"bool": "a boolean", "int": "an integer", "float": "a number", "str": "a string",
+            "dataset": "a dataset name (string)", "list[str]": "a list of strings"}[kind]
+    ok = {
+        "bool": isinstance(v, bool),
+        "int": isinstance(v, int) and not isinstance(v, bool),
+        "float": isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": isinstance(v, str), "dataset": isinstance(v, str),
+        "list[str]": isinstance(v, list) and all(isinstance(x, str) for x in v),
+    }[kind]
+    if not ok:
+        raise RecipeError(file, key, f"expected {want}, got {_type_name(v)} {v!r}"[:200])
+    if kind == "float":
+        v = float(v)
+        if v != v or v in (float("inf"), float("-inf")):
+            raise RecipeError(file, key, f"expected a finite number, got {v}")
+    if choices is not None and v not in choices:
+        raise RecipeError(file, key, f"expected one of {', '.join(map(repr, choices))}, got {v!r}")
+    if min is not None and v < min:
+        raise RecipeError(file, key, f"must be >= {min}, got {v}")
+    if max is not None and v > max:
+        raise RecipeError(file, key, f"must be <= {max}, got {v}")
+    return v
+
+
+# ---------------------------------------------------------------- sections
+SOURCE_KINDS = ("path", "wheel", "hub", "recipe")
+
+
+def _source(t: _Table, kinds: tuple[str, ...]) -> Source:
+    present = [k for k in kinds if t.has(k)]
+    if len(present) != 1:
+        what = "none" if not present else " and ".join(present)
+        raise RecipeError(t.file, t.path, f"needs exactly one of {', '.join(kinds)} (found {what})")
+    kind = present[0]
+    if kind == "path":
+        spec = {"path": t.get("path", "str"), "sha256": t.get("sha256", "str")}
+    elif kind == "wheel":
+        spec = {"wheel": t.get("wheel", "str"), "member": t.get("member", "str", required=True),
+                "sha256": t.get("sha256", "str", required=True)}
+        if not WHEEL_RE.match(spec["wheel"]):
+            raise RecipeError(t.file, t.key("wheel"), f"expected 'name==version', got {spec['wheel']!r}")
+    elif kind == "hub":
+        spec = {"hub": t.get("hub", "str"), "revision": t.get("revision", "str", required=True)}
+    else:
+        spec = {"recipe": t.get("recipe", "str")}
+    if spec.get("sha256") is not None and not SHA256_RE.match(spec["sha256"]):
+        raise RecipeError(t.file, t.key("sha256"), "expected 64 lowercase hex digits")
+    if kind == "path":
+        spec = {k: v for k, v in spec.items() if v is not None}
+    return Source(kind, spec)
+
+
+def _data(t: _Table) -> dict[str, Any]:
+    src = _source(t, ("path", "wheel"))
+    spec: dict[str, Any] = {"source": {"kind": src.kind, **src.spec}}
+    spec["text"] = t.get("text", "str", "text")
+    lt = t.table("label", required=True)
+    lt.seen.add("map")
+    if "map" not in lt.value:
+        raise RecipeError(t.file, lt.key("map"), "missing required key (label value -> class id)")
+    mt = _Table(t.file, lt.key("map"), lt.value["map"])
+    mapping = {}
+    for k, v in mt.value.items():
+        mapping[str(k)] = check_value(t.file, mt.key(k), v, "int", min=0)
+    if not mapping:
+        raise RecipeError(t.file, lt.key("map"), "must map at least one label value")
+    ids = sorted(set(mapping.values()))
+    if ids != list(range(len(ids))):
+        raise RecipeError(t.file, lt.key("map"), f"class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+    spec["label"] = {"column": lt.get("column", "str", "label"), "map": dict(sorted(mapping.items()))}
+    lt.done()
+    st = t.table("split")
+    if st is None:
+        spec["split"] = {"by": None, "test": 0.2, "seed": 0}
+    else:
+        spec["split"] = {"by": st.get("by", "str"), "test": st.get("test", "float", 0.2, min=0.01, max=0.99),
+                         "seed": st.get("seed", "int", 0)}
+        st.done()
+    t.done()
+    return spec
+
+
+def _step(t: _Table, datasets: dict) -> Step:
+    name = t.get("name", "str", required=True)
+    if not NAME_RE.match(name) or name in RESERVED_STEPS:
+        raise RecipeError(t.file, t.key("name"), f"step names use a-z, 0-9, '-' and '_' and are not 'source'; got {name!r}")
+    type_name = t.get("type", "str", required=True)
+    p = registry.get(type_name)
+    if p is None:
+        close = difflib.get_close_matches(type_name, list(registry.REGISTRY), n=1)
+        tip = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(registry.REGISTRY))})"
+        raise RecipeError(t.file, t.key("type"), f"unknown pass type {type_name!r}{tip}")
+    cfg = {}
+    for f in p.fields:
+        v = t.get(f.name, f.kind, f.default, required=f.required, choices=f.choices, min=f.min, max=f.max)
+        if f.kind == "dataset" and v is not None and v not in datasets:
+            raise RecipeError(t.file, t.key(f.name), f"unknown dataset {v!r} (defined: {', '.join(datasets) or 'none'})")
+        cfg[f.name] = list(v) if isinstance(v, list) else v
+    t.done([f.name for f in p.fields] + ["name", "type"])
+    return Step(name, type_name, dict(sorted(cfg.items())))
+
+
+def _evaluate(t: _Table, datasets: dict, steps: list[Step]) -> dict[str, Any]:
+    ev: dict[str, Any] = {}
+    ev["data"] = t.get("data", "str", required=True)
+    if ev["data"] not in datasets:
+        raise RecipeError(t.file, t.key("data"), f"unknown dataset {ev['data']!r} (defined: {', '.join(datasets) or 'none'})")
+    metrics = t.get("metrics", "list[str]", list(EVAL_METRICS))
+    for m in metrics:
+        if m not in EVAL_METRICS:
+            raise RecipeError(t.file, t.key("metrics"), f"unknown metric {m!r} (known: {', '.join(EVAL_METRICS)})")
+    ev["metrics"] = [m for m in EVAL_METRICS if m in metrics]
+    ev["baseline"] = t.get("baseline", "str")
+    if ev["baseline"] is not None and ev["baseline"] not in {s.name for s in steps}:
+        raise RecipeError(t.file, t.key("baseline"), f"unknown step {ev['baseline']!r} (steps: {', '.join(s.name for s in steps)})")
+    ev["max_samples"] = t.get("max_samples", "int", 0, min=0)
+    ev["batch_size"] = t.get("batch_size", "int", 32, min=1)
+    ev["max_length"] = t.get("max_length", "int", 128, min=8, max=4096)
+    lt = t.table("latency")
+    lt = lt if lt is not None else _Table(t.file, t.key("latency"), {})
+    ev["latency"] = {
+        "batch": lt.get("batch", "int", 1, min=1), "sequence": lt.get("sequence", "int", 128, min=1, max=4096),
+        "warmup": lt.get("warmup", "int", 10, min=0), "runs": lt.get("runs", "int", 100, min=5),
+        "threads": lt.get("threads", "int", 0, min=0),
+        "throughput_batch": lt.get("throughput_batch", "int", 32, min=1),
+        "throughput_runs": lt.get("throughput_runs", "int", 10, min=1),
+    }
+    lt.done()
+    t.done()
+    return ev
+
+
+def _package(t: _Table) -> dict[str, Any]:
+    pk = {"format": t.get("format", "str", "zip", choices=("zip",)),
+          "max_length": t.get("max_length", "int", 128, min=8, max=4096)}
+    t.done()
+    return pk
+
+
+# ---------------------------------------------------------------- entry points
+def parse_recipe(file: Path, display: str | None = None) -> Recipe:
+    shown = display or str(file)
+    name = file.stem
+    if not NAME_RE.match(name):
+        raise RecipeError(shown, "", f"recipe file names use a-z, 0-9, '-' and '_'; got {file.name!r}")
+    try:
+        raw = tomllib.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise RecipeError(shown, "", f"not UTF-8 text (byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(shown, "", f"TOML syntax error: {e}") from None
+    top = _Table(shown, "", raw)
+    description = top.get("description", "str", "")
+    mt = top.table("model", required=True)
+    model = _source(mt, SOURCE_KINDS)
+    task = mt.get("task", "str", "text-classification", choices=TASKS)
+    mt.done()
+
+    datasets: dict[str, dict] = {}
+    dt = top.table("data")
+    if dt is not None:
+        for dname in dt.value:
+            if not NAME_RE.match(dname):
+                raise RecipeError(shown, dt.key(dname), "dataset names use a-z, 0-9, '-' and '_'")
+            datasets[dname] = _data(_Table(shown, dt.key(dname), dt.value[dname]))
+
+    top.seen.add("pass")
+    raw_steps = raw.get("pass", [])
+    if not isinstance(raw_steps, list):
+        raise RecipeError(shown, "pass", "expected an array of tables ([[pass]])")
+    steps: list[Step] = []
+    for i, st in enumerate(raw_steps):
+        step = _step(_Table(shown, f"pass[{i}]", st), datasets)
+        if step.name in {s.name for s in steps}:
+            raise RecipeError(shown, f"pass[{i}].name", f"duplicate step name {step.name!r}")
+        steps.append(step)
+
+    et = top.table("evaluate")
+    evaluate = _evaluate(et, datasets, steps) if et is not None else None
+    pt = top.table("package")
+    package = _package(pt) if pt is not None else None
+    top.done(["description", "model", "data", "pass", "evaluate", "package"])
+    recipe = Recipe(name, Path(file), description, model, task, datasets, steps, evaluate, package)
+    _check_formats(recipe, shown)
+    return recipe
+
+
+def _check_formats(r: Recipe, shown: str) -> None:
+    """Static format flow when the model is not another recipe's (that is checked at link time)."""
+    if r.model.kind == "recipe":
+        return
+    fmt = base.HF
+    for i, s in enumerate(r.steps):
+        p = registry.get(s.type)
+        if p.input_format != fmt:
+            raise RecipeError(shown, f"pass[{i}].type",
+                              f"{s.type!r} needs a {_fmt(p.input_format)} model but step input is a {_fmt(fmt)} model")
+        fmt = p.output_format
+    if (r.evaluate or r.package) and fmt != base.ONNX:
+        raise RecipeError(shown, "evaluate" if r.evaluate else "package",
+                          "needs an ONNX model; add an onnx-export pass")
+
+
+def _fmt(f: str) -> str:
+    return {"hf": "Hugging Face", "onnx": "ONNX"}[f]
+
+
+def load_recipes(recipes_dir: Path, display_root: Path | None = None) -> dict[str, Recipe]:
+    """Parse and cross-check every recipes/*.toml. Raises RecipeError on the first problem."""
+    recipes: dict[str, Recipe] = {}
+    for file in sorted(recipes_dir.glob("*.toml")):
+        shown = str(file.relative_to(display_root)) if display_root else str(file)
+        recipes[file.stem] = parse_recipe(file, shown)
+    for r in recipes.values():
+        _link(r, recipes, display_root)
+    return recipes
+
+
+def _shown(r: Recipe, root: Path | None) -> str:
+    return str(r.file.relative_to(root)) if root else str(r.file)
+
+
+def _link(r: Recipe, recipes: dict[str, Recipe], root: Path | None) -> None:
+    seen = [r.name]
+    cur = r
+    while cur.model.kind == "recipe":
+        target = cur.model.spec["recipe"]
+        if target not in recipes:
+            raise RecipeError(_shown(cur, root), "model.recipe", f"unknown recipe {target!r} (recipes: {', '.join(sorted(recipes))})")
+        if target in seen:
+            raise RecipeError(_shown(r, root), "model.recipe", f"recipes form a cycle: {' -> '.join(seen + [target])}")
+        seen.append(target)
+        cur = recipes[target]
+    if r.model.kind == "recipe":
+        up = recipes[r.model.spec["recipe"]]
+        fmt = output_format(up, recipes)
+        if fmt is None:
+            raise RecipeError(_shown(r, root), "model.recipe", f"recipe {up.name!r} has no passes, so it has no output model")
+        for i, s in enumerate(r.steps):
+            p = registry.get(s.type)
+            if p.input_format != fmt:
+                raise RecipeError(_shown(r, root), f"pass[{i}].type",
+                                  f"{s.type!r} needs a {_fmt(p.input_format)} model but step input is a {_fmt(fmt)} model")
+            fmt = p.output_format
+        if (r.evaluate or r.package) and fmt != base.ONNX:
+            raise RecipeError(_shown(r, root), "evaluate" if r.evaluate else "package",
+                              "needs an ONNX model; add an onnx-export pass")
+
+
+def output_format(r: Recipe, recipes: dict[str, Recipe]) -> str | None:
+    if r.steps:
+        return registry.get(r.steps[-1].type).output_format
+    if r.model.kind == "recipe":
+        return output_format(recipes[r.model.spec["recipe"]], recipes)
+    return None

