@@ -5,7 +5,6 @@ Functions only; the build graph decides when they run and where their results ar
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -121,32 +120,3 @@ def size_mb(model_path: Path) -> float:
     model_path = Path(model_path)
     files = [model_path] + [model_path.parent / f for f in onnxmeta.external_files(model_path)]
     return sum(f.stat().st_size for f in files) / 1e6
-
-
-def _cpuinfo() -> tuple[str, list[str]]:
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return platform.processor(), []
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in fields:
-            fields[key.strip()] = value.strip()
-    # x86 says "model name"/"flags"; arm64 says "CPU part"/"Features".
-    name = fields.get("model name") or fields.get("Hardware") or fields.get("CPU part") or platform.processor()
-    flags = (fields.get("flags") or fields.get("Features") or "").split()
-    return name, sorted(flags)
-
-
-def host_fingerprint() -> dict:
-    """What makes timings comparable: CPU model and features, core count, ORT version."""
-    from importlib import metadata
-
-    try:
-        ort_version = metadata.version("onnxruntime")
-    except metadata.PackageNotFoundError:
-        ort_version = None
-    name, flags = _cpuinfo()
-    return {"cpu": name, "cpu_flags": flags, "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "onnxruntime": ort_version}

@@ -20,7 +20,8 @@ def host_fingerprint() -> dict:
             for line in f:
                 key, _, value = line.partition(":")
                 key = key.strip()
-                if key == "model name" and not model:
+                # x86 says "model name"/"flags"; arm64 says "CPU part"/"Features"
+                if key in ("model name", "Hardware", "CPU part") and not model:
                     model = value.strip()
                 elif key in ("flags", "Features") and not flags:
                     flags = " ".join(sorted(value.split()))

@@ -72,7 +72,7 @@ README_TXT = '''\
 Text classifier exported by modelmake (ONNX Runtime, CPU).
 Run:   pip install onnxruntime tokenizers numpy && python predict.py "some text" "another text"
 Files: model.onnx (the model), inference_config.json (inputs, labels, session settings),
-       metrics.json (measured quality and speed), manifest.json (sha256 of every file).
+       metrics.json (accuracy, F1 and size as measured at build time), manifest.json (sha256 of every file).
 '''
 
 
@@ -126,7 +126,7 @@ def inference_config(model_onnx: Path, max_length: int, tokenizer_dir: Path | No
 def _entry(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=_DATE)
     info.create_system = 3  # Unix, so the permission bits below are honoured on extraction
-    info.external_attr = (0o100644 & 0xFFFF) << 16
+    info.external_attr = 0o100644 << 16
     info.compress_type = zipfile.ZIP_DEFLATED
     return info
 

@@ -134,32 +134,29 @@ def _measure(spec: dict, model_dir: str, texts, labels, store: Store) -> dict:
     label = f"{spec['task']} {Path(model_dir).name}"
     if {"accuracy", "f1"} & set(ev["metrics"]):
         key = digest.key_of({"kind": "quality", **common, "max_length": ev["max_length"], "batch_size": ev["batch_size"]})
-
-        def build_quality(folder: Path) -> None:
-            res = evaluate.measure_quality(model, tok, texts, labels, batch_size=ev["batch_size"],
-                                           max_length=ev["max_length"])
-            (folder / "quality.json").write_bytes(digest.canonical(res))
-        t0 = time.monotonic()
-        obj, built = store.get_or_build(key, build_quality, f"{label} quality")
-        _report(f"{label} quality", key, built, time.monotonic() - t0)
-        out.update(json.loads((obj / "quality.json").read_bytes()))
+        out.update(_stored_json(store, key, f"{label} quality", lambda: evaluate.measure_quality(
+            model, tok, texts, labels, batch_size=ev["batch_size"], max_length=ev["max_length"])))
     if {"latency", "throughput"} & set(ev["metrics"]):
-        key = digest.key_of({"kind": "latency", **common, "latency": ev["latency"], "host": static["host"]})
-
-        def build_latency(folder: Path) -> None:
-            lat = ev["latency"]
-            res = evaluate.measure_latency(model, tok, texts, batch=lat["batch"], sequence=lat["sequence"],
-                                           warmup=lat["warmup"], runs=lat["runs"], threads=lat["threads"],
-                                           throughput_batch=lat["throughput_batch"],
-                                           throughput_runs=lat["throughput_runs"])
-            (folder / "latency.json").write_bytes(digest.canonical(res))
-        t0 = time.monotonic()
-        obj, built = store.get_or_build(key, build_latency, f"{label} latency")
-        _report(f"{label} latency", key, built, time.monotonic() - t0)
-        out.update(json.loads((obj / "latency.json").read_bytes()))
+        lat = ev["latency"]
+        key = digest.key_of({"kind": "latency", **common, "latency": lat, "host": static["host"]})
+        out.update(_stored_json(store, key, f"{label} latency", lambda: evaluate.measure_latency(
+            model, tok, texts, batch=lat["batch"], sequence=lat["sequence"], warmup=lat["warmup"],
+            runs=lat["runs"], threads=lat["threads"], throughput_batch=lat["throughput_batch"],
+            throughput_runs=lat["throughput_runs"])))
     if "size" in ev["metrics"]:
         out["size_mb"] = evaluate.size_mb(model)
     return out
+
+
+def _stored_json(store: Store, key: str, label: str, compute: Callable[[], dict]) -> dict:
+    """A measurement as a store object of its own, so other recipes and later runs reuse it."""
+    def build(folder: Path) -> None:
+        (folder / "result.json").write_bytes(digest.canonical(compute()))
+
+    t0 = time.monotonic()
+    obj, built = store.get_or_build(key, build, label)
+    _report(label, key, built, time.monotonic() - t0)
+    return json.loads((obj / "result.json").read_bytes())
 
 
 def combine(final: dict, baseline: dict | None) -> dict:

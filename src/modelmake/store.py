@@ -12,7 +12,6 @@ import fcntl
 import os
 import shutil
 import stat
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -120,21 +119,19 @@ def materialize_folder(obj: Path, dest: Path) -> None:
 
 
 def materialize_file(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".mm-{dest.name}.{uuid.uuid4().hex[:8]}"
-    try:
-        _copy_writable(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    _atomic_file(dest, lambda tmp: _copy_writable(src, tmp))
 
 
 def write_file_atomic(dest: Path, data: bytes) -> None:
+    _atomic_file(dest, lambda tmp: _write_file(tmp, data))
+
+
+def _atomic_file(dest: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temp name in dest's folder, then rename: dest is whole or untouched."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".mm-{dest.name}.{uuid.uuid4().hex[:8]}"
     try:
-        _write_file(tmp, data)
+        write(tmp)
         os.replace(tmp, dest)
     finally:
         if tmp.exists():

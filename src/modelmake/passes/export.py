@@ -125,6 +125,10 @@ def run(ctx: StepContext) -> None:
     if missing:
         ctx.log(f"warning: {len(missing)} weights not in the checkpoint were initialised at random "
                 f"(e.g. {missing[0]}); fine-tune before relying on its predictions")
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions and cfg["max_length"] > positions:
+        raise ValueError(f"max_length = {cfg['max_length']} exceeds the model's "
+                         f"{positions} position embeddings")
     names = input_names(model, tokenizer)
     path = ctx.out_dir / onnxmeta.MODEL_FILE
     ctx.log(f"exporting with {cfg['exporter']} (opset {cfg['opset']}, inputs {', '.join(names)})")

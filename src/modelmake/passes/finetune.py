@@ -18,7 +18,8 @@ PASS = Pass(
         Field("learning_rate", "float", 5e-5, "peak AdamW learning rate, reached after warmup",
               min=0.0),
         Field("batch_size", "int", 32, "rows per optimizer step", min=1),
-        Field("max_length", "int", 64, "tokens per text (longer texts are truncated)", min=8),
+        Field("max_length", "int", 64, "tokens per text, [CLS]/[SEP] included (longer texts are truncated)",
+              min=2),
         Field("weight_decay", "float", 0.01,
               "AdamW weight decay, not applied to biases and LayerNorm weights", min=0.0),
         Field("warmup_ratio", "float", 0.1,
@@ -122,6 +123,9 @@ def run(ctx: StepContext) -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the fine-tune bar is the one that matters
+    # transformers reports the new classifier head as "MISSING" weights: expected when a head is
+    # added for fine-tuning, and our own log line already says what is trained
+    hf_logging.set_verbosity_error()
     cfg = ctx.config
     dataset = ctx.datasets[cfg["data"]]
     id2label, label2id = _label_maps(dataset.labels)

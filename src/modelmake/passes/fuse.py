@@ -14,7 +14,7 @@ PASS = Pass(
     summary="Fuse transformer subgraphs into ORT contrib ops (Attention, SkipLayerNorm, BiasGelu...)",
     fields=(
         Field("model_type", "str", "bert",
-              "ORT optimizer family; 'bert' also covers BERT-like encoders (RoBERTa, DistilBERT, MiniLM)",
+              "ORT transformers-optimizer family; 'bert' for BERT-style encoders such as MiniLM",
               choices=MODEL_TYPES),
         Field("num_heads", "int", 0,
               "attention heads; 0 = read from the model's metadata (written by onnx-export)", min=0),
@@ -64,3 +64,6 @@ def run(ctx: StepContext) -> None:
     onnxmeta.check(dst)
     stats = {k: v for k, v in sorted(optimized.get_fused_operator_statistics().items()) if v}
     ctx.log("fused: " + (", ".join(f"{k}={v}" for k, v in stats.items()) or "nothing"))
+    if not any("Attention" in k for k in stats):
+        ctx.log("warning: no attention was fused; the torchscript exporter with "
+                "attn_implementation = 'eager' gives the graph this optimizer recognises")

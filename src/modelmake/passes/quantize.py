@@ -1,6 +1,8 @@
 """ONNX -> ONNX dynamic int8 quantization of weights (activations quantized at run time)."""
 from __future__ import annotations
 
+import logging
+
 from modelmake.passes import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
@@ -27,6 +29,12 @@ PASS = Pass(
 )
 
 
+# Ops ORT's dynamic quantizer emits; counting them shows what was actually quantized.
+_QUANTIZED_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger",
+                  "MatMulIntegerToFloat", "QAttention", "QGemm", "ConvInteger", "QEmbedLayerNormalization",
+                  "DynamicQuantizeLSTM"}
+
+
 def _op_counts(path) -> dict[str, int]:
     import collections
 
@@ -46,21 +54,26 @@ def run(ctx: StepContext) -> None:
     weight_type = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}[cfg["weight_type"]]
     ctx.log(f"quantizing ({cfg['weight_type']}, per_channel={cfg['per_channel']}, "
             f"reduce_range={cfg['reduce_range']})")
-    quantize_dynamic(
-        src, dst,
-        op_types_to_quantize=list(cfg["op_types"]) or None,
-        per_channel=cfg["per_channel"],
-        reduce_range=cfg["reduce_range"],
-        weight_type=weight_type,
-        nodes_to_exclude=list(cfg["nodes_to_exclude"]) or None,
-        # Fused contrib ops (Attention, SkipLayerNormalization...) carry no type info the quantizer
-        # can infer; without a default it fails on an ORT-optimized model.
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    # the quantizer logs a generic "consider pre-processing" advice on the root logger every call
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            src, dst,
+            op_types_to_quantize=list(cfg["op_types"]) or None,
+            per_channel=cfg["per_channel"],
+            reduce_range=cfg["reduce_range"],
+            weight_type=weight_type,
+            nodes_to_exclude=list(cfg["nodes_to_exclude"]) or None,
+            # Fused contrib ops (Attention, SkipLayerNormalization...) carry no type info the
+            # quantizer can infer; without a default it fails on an ORT-optimized model.
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+    finally:
+        root.setLevel(level)
     onnxmeta.carry_over(src, dst)
     onnxmeta.check(dst)
-    quantized = {k: v for k, v in _op_counts(dst).items()
-                 if k.startswith(("MatMulInteger", "DynamicQuantize", "QAttention", "QGemm", "QLinear",
-                                  "MatMulIntegerToFloat", "DynamicQuantizeMatMul"))}
+    quantized = {k: v for k, v in _op_counts(dst).items() if k in _QUANTIZED_OPS}
     ctx.log(f"{src.stat().st_size / 1e6:.1f} MB -> {dst.stat().st_size / 1e6:.1f} MB; "
             + (", ".join(f"{k}={v}" for k, v in quantized.items()) or "no quantized ops"))
