@@ -120,31 +120,45 @@ def _test_split(spec: dict) -> tuple[list[str], list[int]]:
     return [t for t, _ in rows], [y for _, y in rows]
 
 
-def _measure(spec: dict, model_dir: str, texts, labels, store: Store) -> dict:
-    """Metrics of one model; quality and timing are stored apart (timing is keyed by host)."""
+def _measure(spec: dict, models: dict[str, str], texts, labels, store: Store) -> dict[str, dict]:
+    """Metrics of the model and its baseline ({role: folder}).
+
+    Quality is stored per model (it is a property of the model and data alone). Timings of the
+    model and its baseline are measured together, in this run, and stored as one object keyed by
+    both and by the host: a speed-up is a ratio of two timings, and timings taken at different
+    moments on a shared machine do not make a trustworthy ratio.
+    """
     from modelmake import evaluate
 
     static, ev = spec["static"], spec["static"]["evaluate"]
-    model = Path(model_dir) / "model.onnx"
     tok = Path(spec["tokenizer"])
-    common = {"model": _content(model_dir), "tokenizer": _content(tok), "data": _content(spec["data_dir"]),
-              "data_spec": static["data"], "max_samples": ev["max_samples"], "version": static["version"],
-              "libraries": static["libraries"]}
-    out: dict[str, float] = {}
-    label = f"{spec['task']} {Path(model_dir).name}"
+    common = {"tokenizer": _content(tok), "data": _content(spec["data_dir"]), "data_spec": static["data"],
+              "max_samples": ev["max_samples"], "version": static["version"], "libraries": static["libraries"]}
+    out: dict[str, dict] = {role: {} for role in models}
     if {"accuracy", "f1"} & set(ev["metrics"]):
-        key = digest.key_of({"kind": "quality", **common, "max_length": ev["max_length"], "batch_size": ev["batch_size"]})
-        out.update(_stored_json(store, key, f"{label} quality", lambda: evaluate.measure_quality(
-            model, tok, texts, labels, batch_size=ev["batch_size"], max_length=ev["max_length"])))
+        for role, folder in models.items():
+            key = digest.key_of({"kind": "quality", **common, "model": _content(folder),
+                                 "max_length": ev["max_length"], "batch_size": ev["batch_size"]})
+            out[role].update(_stored_json(store, key, f"{spec['task']} {Path(folder).name} quality",
+                                          lambda f=folder: evaluate.measure_quality(
+                                              Path(f) / "model.onnx", tok, texts, labels,
+                                              batch_size=ev["batch_size"], max_length=ev["max_length"])))
     if {"latency", "throughput"} & set(ev["metrics"]):
         lat = ev["latency"]
-        key = digest.key_of({"kind": "latency", **common, "latency": lat, "host": static["host"]})
-        out.update(_stored_json(store, key, f"{label} latency", lambda: evaluate.measure_latency(
-            model, tok, texts, batch=lat["batch"], sequence=lat["sequence"], warmup=lat["warmup"],
-            runs=lat["runs"], threads=lat["threads"], throughput_batch=lat["throughput_batch"],
-            throughput_runs=lat["throughput_runs"])))
+        key = digest.key_of({"kind": "latency", **common, "latency": lat, "host": static["host"],
+                             "models": {role: _content(folder) for role, folder in models.items()}})
+
+        def timings() -> dict:
+            return {role: evaluate.measure_latency(
+                Path(folder) / "model.onnx", tok, texts, batch=lat["batch"], sequence=lat["sequence"],
+                warmup=lat["warmup"], runs=lat["runs"], threads=lat["threads"],
+                throughput_batch=lat["throughput_batch"], throughput_runs=lat["throughput_runs"])
+                for role, folder in models.items()}
+        for role, res in _stored_json(store, key, f"{spec['task']} latency", timings).items():
+            out[role].update(res)
     if "size" in ev["metrics"]:
-        out["size_mb"] = evaluate.size_mb(model)
+        for role, folder in models.items():
+            out[role]["size_mb"] = evaluate.size_mb(Path(folder) / "model.onnx")
     return out
 
 
@@ -183,9 +197,10 @@ def _run_eval(spec: dict) -> None:
 
     def build(folder: Path) -> None:
         texts, labels = _test_split(spec)
-        final = _measure(spec, spec["model"], texts, labels, store)
-        base = _measure(spec, spec["baseline"], texts, labels, store) if spec["baseline"] else None
-        (folder / "metrics.json").write_bytes(json.dumps(combine(final, base), indent=1, sort_keys=True).encode() + b"\n")
+        models = {"model": spec["model"], **({"baseline": spec["baseline"]} if spec["baseline"] else {})}
+        measured = _measure(spec, models, texts, labels, store)
+        metrics = combine(measured["model"], measured.get("baseline"))
+        (folder / "metrics.json").write_bytes(json.dumps(metrics, indent=1, sort_keys=True).encode() + b"\n")
 
     t0 = time.monotonic()
     obj, built = store.get_or_build(key, build, spec["task"])
