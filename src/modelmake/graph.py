@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 from doit.tools import config_changed
 
-from modelmake import digest, passes, plugins, runner
+from modelmake import digest, passes, plugins, runner, session, targets
 from modelmake.hostinfo import host_fingerprint
 from modelmake.recipe import Recipe, RecipeError, load_recipes
 from modelmake.passes import base
@@ -133,26 +133,31 @@ def _shown(project: Project, r: Recipe) -> str:
 
 
 # ---------------------------------------------------------------- task dicts
-def _task(name: str, spec: dict, action, *, doc: str = "", file_dep=(), targets=(), uptodate=None,
-          clean=()) -> dict:
+def _task(name: str, spec: dict, action, *, outputs: list[Path], doc: str = "", file_dep=(),
+          uptodate=None) -> dict:
+    """A step task. `outputs` are folders (their manifest is the doit target) or files."""
     basename, _, sub = name.partition(":")
+    outs = [str(o) for o in outputs]
     t = {
         "basename": basename, "name": sub, "doc": doc,
         "actions": [(action, [spec])],
         "file_dep": sorted(set(map(str, file_dep))),
-        "targets": [str(t) for t in targets],
-        "clean": [(runner.clean, [[str(c) for c in clean]])],
+        "targets": [str(o) if o.suffix else _manifest(o) for o in outputs],
+        "clean": [(runner.clean, [outs])],
+        # a target edited on disk makes its task stale, so the action restores it from the store
+        "uptodate": [(targets.intact, [outs])],
         "verbosity": 2,
     }
     if uptodate is not None:
-        t["uptodate"] = [config_changed(uptodate)]
+        t["uptodate"].insert(0, config_changed(uptodate))
     return t
 
 
 def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
     r = lay.recipe
     shown = _shown(project, r)
-    common = {"store": str(project.rel(project.store)), "root": ".", "logs": str(lay.base / "logs")}
+    common = {"store": str(project.rel(project.store)), "root": ".", "base": str(lay.base),
+              "logs": str(lay.base / "logs")}
 
     # source: fetch model and data files, pinned
     items, watched = [], []
@@ -166,11 +171,10 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
             watched += _check_local_path(project, r, f"data.{dname}.path", dspec["source"]["path"])
     if items:
         spec = {**common, "task": f"source:{r.name}", "items": items, "version": SOURCE_VERSION}
-        yield _task(spec["task"], spec, runner.run_source, doc=f"fetch and verify sources of {r.name}", file_dep=watched,
-                    targets=[_manifest(Path(i["out"])) for i in items],
+        yield _task(spec["task"], spec, runner.run_source, doc=f"fetch and verify sources of {r.name}",
+                    file_dep=watched, outputs=[Path(i["out"]) for i in items],
                     uptodate={"items": [{k: v for k, v in i.items() if k != "out"} for i in items],
-                              "version": SOURCE_VERSION},
-                    clean=[Path(i["out"]) for i in items])
+                              "version": SOURCE_VERSION})
 
     # passes
     prev = lay.model_in
@@ -185,7 +189,7 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
                 "datasets": datasets, "out": str(out)}
         yield _task(spec["task"], spec, runner.run_pass, doc=p.summary,
                     file_dep=[_manifest(prev)] + [_manifest(Path(v["dir"])) for v in datasets.values()],
-                    targets=[_manifest(out)], uptodate=static, clean=[out])
+                    outputs=[out], uptodate=static)
         prev = out
 
     final_targets = [lay.base / "model.onnx"] if lay.final_format == base.ONNX else []
@@ -202,7 +206,7 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
         if baseline:
             deps.append(_manifest(baseline))
         yield _task(spec["task"], spec, runner.run_eval, doc=f"evaluate {r.name}",
-                    file_dep=deps, targets=[metrics_path], uptodate=static, clean=[metrics_path])
+                    file_dep=deps, outputs=[metrics_path], uptodate=static)
     if r.package:
         pkg = lay.base / "package.zip"
         static = {"package": r.package, "recipe": r.name, "version": PACKAGE_VERSION,
@@ -212,7 +216,7 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
                 "out": str(pkg)}
         deps = [_manifest(lay.final), _manifest(lay.tokenizer)] + ([metrics_path] if r.evaluate else [])
         yield _task(spec["task"], spec, runner.run_package, doc=f"package {r.name}",
-                    file_dep=deps, targets=[pkg], uptodate=static, clean=[pkg])
+                    file_dep=deps, outputs=[pkg], uptodate=static)
 
     # optimize:<recipe>: the whole recipe; also publishes the final model at a stable path
     spec = {**common, "task": f"optimize:{r.name}", "model": str(lay.final),
@@ -224,6 +228,7 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
         "targets": [str(t) for t in final_targets],
         "task_dep": [t for t, on in ((f"eval:{r.name}", r.evaluate), (f"package:{r.name}", r.package)) if on],
         "clean": [(runner.clean, [[str(t) for t in final_targets]])],
+        "uptodate": [(targets.intact, [[str(t) for t in final_targets]])],
         "verbosity": 2,
     }
     if not final_targets and r.steps:
@@ -258,7 +263,7 @@ GROUP_DOCS = {"source": "fetch and verify pinned model and data sources",
 def doit_config(project: Project) -> dict:
     return {
         "dep_file": str(project.artifacts / ".doit.db"),
-        "backend": "sqlite3",
+        "backend": "modelmake-sqlite3",  # doit's sqlite3 with a clear error when saving fails
         "check_file_uptodate": digest.XXH3Checker,
         "default_tasks": ["optimize"],
     }
@@ -276,7 +281,17 @@ def dodo_namespace(dodo_file: str) -> dict[str, Any]:
     except plugins.PluginError as e:
         print(f"error: MODELMAKE_PLUGINS: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    project.artifacts.mkdir(parents=True, exist_ok=True)
+    namespace: dict[str, Any] = {"DOIT_CONFIG": doit_config(project)}
+    try:
+        project.artifacts.mkdir(parents=True, exist_ok=True)
+        if session.is_cli(sys.argv[0]):
+            session.install_interrupt_handling()
+            if session.doit_command(sys.argv[1:]) not in session.READ_ONLY_COMMANDS:
+                # held (open) as long as the namespace, i.e. the doit process, lives
+                namespace["_modelmake_project_lock"] = session.acquire_project_lock(project.artifacts)
+    except OSError as e:
+        print(f"error: {project.rel(project.artifacts)}: cannot write there: {e.strerror}", file=sys.stderr)
+        raise SystemExit(2) from None
 
     def task_modelmake():
         groups = {}
@@ -286,4 +301,5 @@ def dodo_namespace(dodo_file: str) -> dict[str, Any]:
                 yield {"basename": t["basename"], "name": None, "doc": GROUP_DOCS.get(t["basename"], "")}
             yield t
 
-    return {"DOIT_CONFIG": doit_config(project), "task_modelmake": task_modelmake}
+    namespace["task_modelmake"] = task_modelmake
+    return namespace

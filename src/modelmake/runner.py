@@ -16,7 +16,8 @@ from typing import Any, Callable
 from doit.exceptions import TaskFailed
 
 from modelmake import digest, passes
-from modelmake.store import Store, materialize_file, materialize_folder, remove_path, write_file_atomic
+from modelmake import targets
+from modelmake.store import Store, atomic_file
 from modelmake.progress import say
 
 
@@ -26,8 +27,10 @@ def _content(folder: str | Path) -> str:
 
 
 def _guarded(action: Callable[[dict], None], spec: dict) -> bool | TaskFailed:
+    store = Store(spec["store"])
     try:
-        action(spec)
+        action(spec, store)
+        _record_keys(spec, store.used)
     except Exception as e:  # noqa: BLE001 - every step failure becomes one line + a log
         log = Path(spec["logs"]) / (spec["task"].replace(":", "-").replace("/", "-") + ".log")
         try:
@@ -43,16 +46,29 @@ def _guarded(action: Callable[[dict], None], spec: dict) -> bool | TaskFailed:
     return True
 
 
+def _record_keys(spec: dict, keys: list[str]) -> None:
+    """Which store objects this task's targets came from: `modelmake store gc` keeps these."""
+    if keys:
+        name = spec["task"].replace(":", "-").replace("/", "-") + ".json"
+        atomic_file(Path(spec["base"]) / "keys" / name, lambda tmp: tmp.write_bytes(digest.canonical(sorted(set(keys)))))
+
+
+def _place(obj: Path, dest: Path, label: str) -> None:
+    """Put a store object at its target path, saying so when it replaces a damaged target."""
+    if dest.exists() and (why := targets.problem(dest)) not in (None, "no record of what was placed there"):
+        say(f"  {label}: {dest} was damaged ({why}); restoring it from the store")
+    (targets.place_folder if obj.is_dir() else targets.place_file)(obj, dest)
+
+
 def _report(task: str, key: str, built: bool, seconds: float) -> None:
     how = f"built in {seconds:.1f}s" if built else "restored from store"
     say(f"  {task}: {how} (key {key[:12]})")
 
 
 # ---------------------------------------------------------------- source
-def _run_source(spec: dict) -> None:
+def _run_source(spec: dict, store: Store) -> None:
     from modelmake.sources import fetch, local_files
 
-    store = Store(spec["store"])
     root = Path(spec["root"])
     for item in spec["items"]:
         src = item["source"]
@@ -67,7 +83,7 @@ def _run_source(spec: dict) -> None:
             key = digest.key_of({"kind": "source", "source": src, "version": spec["version"]})
         t0 = time.monotonic()
         obj, built = store.get_or_build(key, lambda out, s=src: fetch(s, out, root), label)
-        materialize_folder(obj, Path(item["out"]))
+        _place(obj, Path(item["out"]), label)
         _report(label, key, built, time.monotonic() - t0)
 
 
@@ -84,7 +100,7 @@ def _single_file(folder: Path) -> Path:
     return files[0]
 
 
-def _run_pass(spec: dict) -> None:
+def _run_pass(spec: dict, store: Store) -> None:
     from modelmake.passes.base import StepContext
 
     static = spec["static"]
@@ -100,8 +116,8 @@ def _run_pass(spec: dict) -> None:
         p.run_function()(ctx)
 
     t0 = time.monotonic()
-    obj, built = Store(spec["store"]).get_or_build(key, build, spec["task"])
-    materialize_folder(obj, Path(spec["out"]))
+    obj, built = store.get_or_build(key, build, spec["task"])
+    _place(obj, Path(spec["out"]), spec["task"])
     _report(spec["task"], key, built, time.monotonic() - t0)
 
 
@@ -188,9 +204,8 @@ def combine(final: dict, baseline: dict | None) -> dict:
     return dict(sorted(metrics.items()))
 
 
-def _run_eval(spec: dict) -> None:
+def _run_eval(spec: dict, store: Store) -> None:
     static = spec["static"]
-    store = Store(spec["store"])
     key = digest.key_of({"kind": "eval", **static, "model": _content(spec["model"]),
                          "baseline": _content(spec["baseline"]) if spec["baseline"] else None,
                          "tokenizer": _content(spec["tokenizer"]), "data": _content(spec["data_dir"])})
@@ -204,7 +219,7 @@ def _run_eval(spec: dict) -> None:
 
     t0 = time.monotonic()
     obj, built = store.get_or_build(key, build, spec["task"])
-    materialize_file(obj / "metrics.json", Path(spec["out"]))
+    _place(obj / "metrics.json", Path(spec["out"]), spec["task"])
     _report(spec["task"], key, built, time.monotonic() - t0)
     print_metrics(spec["task"].split(":", 1)[1], json.loads((obj / "metrics.json").read_bytes()))
 
@@ -239,7 +254,7 @@ def _fmt(v: Any, signed: bool = False) -> str:
 
 
 # ---------------------------------------------------------------- package and final model
-def _run_package(spec: dict) -> None:
+def _run_package(spec: dict, store: Store) -> None:
     from modelmake import package
 
     static = spec["static"]
@@ -259,20 +274,20 @@ def _run_package(spec: dict) -> None:
                               {"recipe": static["recipe"], "libraries": static["libraries"]})
 
     t0 = time.monotonic()
-    obj, built = Store(spec["store"]).get_or_build(key, build, spec["task"])
-    materialize_file(obj / "package.zip", Path(spec["out"]))
+    obj, built = store.get_or_build(key, build, spec["task"])
+    _place(obj / "package.zip", Path(spec["out"]), spec["task"])
     _report(spec["task"], key, built, time.monotonic() - t0)
 
 
-def _publish_model(spec: dict) -> None:
+def _publish_model(spec: dict, store: Store) -> None:
     for target in spec["targets"]:
-        materialize_file(Path(spec["model"]) / "model.onnx", Path(target))
+        _place(Path(spec["model"]) / "model.onnx", Path(target), spec["task"])
         say(f"  {spec['task']}: final model at {target}")
 
 
 def clean(paths: list[str]) -> None:
     for p in paths:
-        remove_path(Path(p))
+        targets.remove(Path(p))
 
 
 # module-level functions (not closures) so doit can pickle tasks for parallel runs

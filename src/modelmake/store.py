@@ -12,18 +12,21 @@ import fcntl
 import os
 import shutil
 import stat
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
 from modelmake import digest
+from modelmake.session import kill_point
 from modelmake.progress import say
 
 
 class Store:
     def __init__(self, root: Path):
         self.root = Path(root)
+        self.used: list[str] = []  # keys this process asked for (recorded so gc knows what is live)
 
     # -- layout
     def object_dir(self, key: str) -> Path:
@@ -72,7 +75,7 @@ class Store:
             os.rename(obj, trash)
         except FileNotFoundError:
             return
-        _rmtree(trash)
+        rmtree(trash)
 
     # -- writes
     def publish(self, key: str, folder: Path) -> Path:
@@ -84,12 +87,15 @@ class Store:
             os.chmod(folder / rel, 0o444)  # store objects are never edited in place
         obj = self.object_dir(key)
         obj.parent.mkdir(parents=True, exist_ok=True)
+        kill_point("publish")
         os.rename(folder, obj)
         _fsync_dir(obj.parent)
+        kill_point("published")
         return obj
 
     def get_or_build(self, key: str, build: Callable[[Path], None], label: str) -> tuple[Path, bool]:
         """Return (object folder, built?) — restored from the store when it holds the key."""
+        self.used.append(key)
         with self.lock(key, label):
             obj = self.lookup(key, label)
             if obj is not None:
@@ -100,35 +106,63 @@ class Store:
                 return self.publish(key, scratch), True
             finally:
                 if scratch.exists():
-                    _rmtree(scratch)
+                    rmtree(scratch)
+
+    # -- maintenance
+    def keys(self) -> list[str]:
+        objects = self.root / "objects"
+        return sorted(p.name for p in objects.glob("??/*") if p.is_dir()) if objects.is_dir() else []
+
+    def size_of(self, key: str) -> int:
+        return sum(f.stat().st_size for f in self.object_dir(key).rglob("*") if f.is_file())
+
+    def verify_all(self, discard: bool = False) -> dict[str, str]:
+        """{key: problem} for every damaged object (discarded when asked)."""
+        damaged = {}
+        for key in self.keys():
+            with self.lock(key, f"verify {key[:12]}"):
+                problem = digest.verify_folder(self.object_dir(key))
+                if problem is not None:
+                    damaged[key] = problem
+                    if discard:
+                        self.discard(key)
+        return damaged
+
+    def gc(self, live: set[str], dry_run: bool = False, tmp_age_s: float = 3600) -> tuple[list[str], int]:
+        """Remove objects whose key is not in `live`, and temp folders left by killed builds
+        (older than tmp_age_s, so a build running now is not disturbed).
+
+        Returns (removed keys, bytes freed); with dry_run nothing is removed.
+        """
+        dead = [k for k in self.keys() if k not in live]
+        freed = 0
+        for key in dead:
+            freed += self.size_of(key)
+            if not dry_run:
+                with self.lock(key, f"gc {key[:12]}"):
+                    self.discard(key)
+        tmp = self.root / "tmp"
+        now = time.time()
+        for leftover in (tmp.iterdir() if tmp.is_dir() else []):
+            if now - leftover.stat().st_mtime > tmp_age_s:
+                freed += sum(f.stat().st_size for f in leftover.rglob("*") if f.is_file())
+                if not dry_run:
+                    rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+        return dead, freed
 
 
-# ---------------------------------------------------------------- materializing into artifacts/
-def materialize_folder(obj: Path, dest: Path) -> None:
-    """Copy a store object to dest atomically: a full copy next to dest, then swapped in."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.parent / f".mm-{dest.name}.{uuid.uuid4().hex[:8]}"
-    shutil.copytree(obj, tmp, copy_function=_copy_writable)
-    old = None
-    if dest.exists():
-        old = dest.parent / f".mm-old-{dest.name}.{uuid.uuid4().hex[:8]}"
-        os.rename(dest, old)
-    os.rename(tmp, dest)
-    if old is not None:
-        _rmtree(old)
+def sweep_leftovers(dest: Path) -> None:
+    """Remove temp copies of dest left by a writer that was killed (SIGKILL skips `finally`).
+    Only one task ever writes a given target, so any such leftover is dead."""
+    for pattern in (f".mm-{dest.name}.*", f".mm-old-{dest.name}.*"):
+        for leftover in dest.parent.glob(pattern):
+            rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
 
 
-def materialize_file(src: Path, dest: Path) -> None:
-    _atomic_file(dest, lambda tmp: _copy_writable(src, tmp))
-
-
-def write_file_atomic(dest: Path, data: bytes) -> None:
-    _atomic_file(dest, lambda tmp: _write_file(tmp, data))
-
-
-def _atomic_file(dest: Path, write: Callable[[Path], None]) -> None:
+def atomic_file(dest: Path, write: Callable[[Path], None]) -> None:
     """Write through a temp name in dest's folder, then rename: dest is whole or untouched."""
     dest.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(dest)
     tmp = dest.parent / f".mm-{dest.name}.{uuid.uuid4().hex[:8]}"
     try:
         write(tmp)
@@ -138,14 +172,7 @@ def _atomic_file(dest: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
-def remove_path(path: Path) -> None:
-    if path.is_dir():
-        _rmtree(path)
-    elif path.exists():
-        path.unlink()
-
-
-def _copy_writable(src, dst) -> None:
+def copy_writable(src, dst) -> None:
     # copy2 keeps the object's mtime, so a restored file looks unchanged to the stat cache
     shutil.copy2(src, dst)
     os.chmod(dst, 0o644)
@@ -173,7 +200,7 @@ def _fsync_dir(path: Path) -> None:
         pass  # some filesystems do not allow fsync on directories
 
 
-def _rmtree(path: Path) -> None:
+def rmtree(path: Path) -> None:
     def onerror(func, p, exc_info):
         os.chmod(p, stat.S_IWRITE | stat.S_IREAD | stat.S_IEXEC)
         func(p)
