@@ -97,7 +97,10 @@ def _kill_trial(blank, tmp_path, reference, *, delay=None, kill_at=None):
     return killed
 
 
-KILL_POINTS = ["publish#1", "publish#3", "published#4", "place#2", "place#5", "publish#7"]
+# publish: object built, manifest written, not yet renamed into the store; published: renamed,
+# not yet placed; place: old target moved aside, new one not yet renamed in; dbsave: inside
+# doit's DB transaction at the end of the run
+KILL_POINTS = ["publish#1", "publish#3", "published#4", "place#2", "place#5", "publish#7", "dbsave#1"]
 
 
 @pytest.mark.parametrize("kill_at", KILL_POINTS)
