@@ -75,3 +75,31 @@ def test_recipe_from_another_recipe(base_project):
     assert run.rc == 0, run
     assert (base_project / "artifacts/tiny-q/model.onnx").is_file()
     assert "pass:tiny-q/quantize" in run.built
+
+
+def test_bad_pyproject_store_setting_is_one_line(base_project):
+    (base_project / "recipes/tiny.toml").write_text(GOOD)
+    pyproject = base_project / "pyproject.toml"
+    try:
+        for text, key in (("[tool.modelmake]\nstore = 1\n", "tool.modelmake.store"),
+                          ("[tool]\nmodelmake = 3\n", "tool.modelmake")):
+            pyproject.write_text(text)
+            run = doit(base_project, "list")
+            assert run.rc == 2, run
+            assert len(run.err.strip().splitlines()) == 1 and "pyproject.toml" in run.err and key in run.err, run
+    finally:
+        pyproject.unlink()
+
+
+def test_chain_of_recipes_without_passes_keeps_the_model(base_project):
+    (base_project / "recipes/tiny.toml").write_text(recipe_text(""))
+    (base_project / "recipes/tiny-b.toml").write_text('[model]\nrecipe = "tiny"\n')
+    (base_project / "recipes/tiny-c.toml").write_text('[model]\nrecipe = "tiny-b"\n')
+    try:
+        run = doit(base_project, "optimize:tiny-c")
+    finally:
+        for name in ("tiny-b", "tiny-c"):
+            (base_project / f"recipes/{name}.toml").unlink()
+    assert run.rc == 0, run
+    assert (base_project / "artifacts/tiny-c/model.onnx").read_bytes() == \
+        (base_project / "artifacts/tiny/steps/fuse/model.onnx").read_bytes()

@@ -51,14 +51,28 @@ def find_project(root: Path) -> Project:
     """Paths of a project. The store: $MODELMAKE_STORE, else [tool.modelmake].store, else artifacts/.store."""
     root = Path(root).resolve()
     artifacts = root / "artifacts"
-    store = os.environ.get("MODELMAKE_STORE")
-    if not store and (root / "pyproject.toml").exists():
-        try:
-            conf = tomllib.loads((root / "pyproject.toml").read_text()).get("tool", {}).get("modelmake", {})
-        except tomllib.TOMLDecodeError as e:
-            raise RecipeError("pyproject.toml", "", f"TOML syntax error: {e}") from None
-        store = conf.get("store")
+    store = os.environ.get("MODELMAKE_STORE") or _configured_store(root / "pyproject.toml")
     return Project(root, artifacts, (root / store) if store else artifacts / ".store")
+
+
+def _configured_store(pyproject: Path) -> str | None:
+    """[tool.modelmake].store of the project's pyproject.toml, if any (errors name the key)."""
+    if not pyproject.is_file():
+        return None
+    try:
+        conf = tomllib.loads(pyproject.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise RecipeError("pyproject.toml", "", f"not UTF-8 text (byte {e.start})") from None
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError is a ValueError
+        raise RecipeError("pyproject.toml", "", f"TOML syntax error: {e}") from None
+    tool = conf.get("tool", {})
+    section = tool.get("modelmake", {}) if isinstance(tool, dict) else None
+    if not isinstance(section, dict):
+        raise RecipeError("pyproject.toml", "tool.modelmake", "expected a table")
+    store = section.get("store")
+    if store is not None and (not isinstance(store, str) or not store.strip()):
+        raise RecipeError("pyproject.toml", "tool.modelmake.store", f"expected a non-empty path string, got {store!r}"[:200])
+    return store
 
 
 # ---------------------------------------------------------------- per-recipe layout
@@ -93,7 +107,7 @@ def layouts(project: Project, recipes: dict[str, Recipe]) -> dict[str, Layout]:
         src = base_dir / "steps" / "source"
         if r.model.kind == "recipe":
             up = build(recipes[r.model.spec["recipe"]])
-            model_in, fmt, tok = up.final, (up.formats[-1] if up.formats else base.HF), up.tokenizer
+            model_in, fmt, tok = up.final, up.final_format, up.tokenizer
         else:
             model_in, fmt, tok = src / "model", base.HF, src / "model"
         outputs, formats = [], []

