@@ -180,6 +180,21 @@ def test_two_builds_in_one_checkout_wait_for_each_other(blank, tmp_path, referen
     assert snapshot(project) == reference[0]
 
 
+def test_two_builds_of_recipes_sharing_a_prefix_at_once(tmp_path, reference):
+    from buildkit import recipe_text
+    project = make_project(tmp_path / "proj", {"tiny": recipe_text(), "tiny-fp32": recipe_text("")})
+    a = popen(project, "optimize:tiny")
+    time.sleep(1.0)
+    b = popen(project, "optimize:tiny-fp32")
+    out_a, err_a = a.communicate(timeout=600)
+    out_b, err_b = b.communicate(timeout=600)
+    assert a.returncode == 0 and b.returncode == 0, (err_a, err_b)
+    assert "another build is running in this project" in err_b
+    assert "pass:tiny-fp32/finetune: restored from store" in out_b, out_b  # the prefix ran once
+    assert snapshot(project) == reference[0]
+    assert Store(project / "artifacts/.store").verify_all() == {}
+
+
 def test_two_checkouts_share_one_store_concurrently(blank, tmp_path, reference):
     shared = tmp_path / "shared-store"
     one, two = fresh(blank, tmp_path, "one"), fresh(blank, tmp_path, "two")
