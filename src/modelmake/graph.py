@@ -88,6 +88,7 @@ class Layout:
     formats: list[str]             # format after each pass
     tokenizer: Path | None         # last Hugging Face folder (holds tokenizer files)
     final_format: str
+    step_tokenizers: list[Path]    # tokenizer folder as of each pass's input
 
     @property
     def final(self) -> Path:
@@ -110,14 +111,16 @@ def layouts(project: Project, recipes: dict[str, Recipe]) -> dict[str, Layout]:
             model_in, fmt, tok = up.final, up.final_format, up.tokenizer
         else:
             model_in, fmt, tok = src / "model", base.HF, src / "model"
-        outputs, formats = [], []
+        outputs, formats, step_tokenizers = [], [], []
         for s in r.steps:
+            step_tokenizers.append(tok)
             outputs.append(base_dir / "steps" / s.name)
             fmt = passes.get(s.type).output_format
             formats.append(fmt)
             if fmt == base.HF:
                 tok = outputs[-1]
-        lay = Layout(r, base_dir, model_in, {d: src / "data" / d for d in r.data}, outputs, formats, tok, fmt)
+        lay = Layout(r, base_dir, model_in, {d: src / "data" / d for d in r.data}, outputs, formats, tok, fmt,
+                     step_tokenizers)
         done[r.name] = lay
         return lay
 
@@ -192,18 +195,22 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
 
     # passes
     prev = lay.model_in
-    for step, out in zip(r.steps, lay.outputs):
+    for step, out, tok in zip(r.steps, lay.outputs, lay.step_tokenizers):
         p = passes.get(step.type)
         used = {f.name: step.config[f.name] for f in p.fields if f.kind == "dataset" and step.config[f.name]}
         datasets = {d: {"dir": str(lay.data[d]), "spec": _data_spec(r.data[d])} for d in used.values()}
         static = {"type": step.type, "config": step.config, "version": p.version,
                   "libraries": digest.library_versions(p.libraries),
                   "datasets": {d: v["spec"] for d, v in datasets.items()}}
+        if p.host_dependent:  # e.g. timing-driven choices: never reused on another kind of host
+            static["host"] = host_fingerprint()
         spec = {**common, "task": f"pass:{r.name}/{step.name}", "static": static, "input": str(prev),
-                "datasets": datasets, "out": str(out)}
-        yield _task(spec["task"], spec, runner.run_pass, doc=p.summary,
-                    file_dep=[_manifest(prev)] + [_manifest(Path(v["dir"])) for v in datasets.values()],
-                    outputs=[out], uptodate=static)
+                "datasets": datasets, "out": str(out), "tokenizer": str(tok) if p.needs_tokenizer else None}
+        deps = [_manifest(prev)] + [_manifest(Path(v["dir"])) for v in datasets.values()]
+        if p.needs_tokenizer:
+            deps.append(_manifest(tok))
+        yield _task(spec["task"], spec, runner.run_pass, doc=p.summary, file_dep=deps, outputs=[out],
+                    uptodate=static)
         prev = out
 
     final_targets = [lay.base / "model.onnx"] if lay.final_format == base.ONNX else []

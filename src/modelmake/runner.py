@@ -110,12 +110,14 @@ def _run_pass(spec: dict, store: Store) -> None:
     key = digest.key_of({
         "kind": "pass", **static, "input": _content(spec["input"]),
         "data_content": {n: _content(d["dir"]) for n, d in spec["datasets"].items()},
+        "tokenizer": _content(spec["tokenizer"]) if spec["tokenizer"] else None,
     })
     p = passes.get(static["type"])
 
     def build(out: Path) -> None:
         ctx = StepContext(config=static["config"], model_dir=Path(spec["input"]), out_dir=out,
-                          datasets=_load_datasets(spec["datasets"]), step=spec["task"])
+                          datasets=_load_datasets(spec["datasets"]), step=spec["task"],
+                          tokenizer_dir=Path(spec["tokenizer"]) if spec["tokenizer"] else None)
         p.run_function()(ctx)
 
     t0 = time.monotonic()

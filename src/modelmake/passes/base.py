@@ -41,6 +41,8 @@ class Pass:
     version: int                # bump when the same inputs and config give different output
     libraries: tuple[str, ...]  # distributions whose versions shape the output (part of the key)
     run: str                    # "module:function", imported only when the step executes
+    needs_tokenizer: bool = False  # StepContext.tokenizer_dir is set (its content is in the key)
+    host_dependent: bool = False   # output depends on this host (e.g. tuned by timing): host in key
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)
@@ -59,6 +61,7 @@ class StepContext:
     out_dir: Path                 # empty folder; write outputs here (temp, published by caller)
     datasets: dict[str, Any] = field(default_factory=dict)  # name -> modelmake.data.Dataset
     step: str = ""                # task name, for messages
+    tokenizer_dir: Path | None = None  # tokenizer files as of this step (passes that need_tokenizer)
 
     def log(self, message: str) -> None:
         say(f"  {self.step}: {message}")
