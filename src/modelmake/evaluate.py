@@ -11,13 +11,23 @@ from pathlib import Path
 from modelmake.progress import bar
 
 
-def _session(model_path: Path, threads: int = 0):
+def _session(model_path: Path, threads: int = 0, settings: dict | None = None):
+    """A CPU session: ORT_ENABLE_ALL with `threads` intra-op threads (0 = ORT's default, one per
+    physical core), or exactly the `settings` session-tune recorded when they are given."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads  # 0 = ORT's default (one per physical core)
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    from modelmake.passes.session_tune import session_options
+
+    options = session_options(settings, threads)
     return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+
+
+def tuned_settings(model_path: Path) -> dict | None:
+    """The session settings session-tune recorded in the model's metadata, or None."""
+    from modelmake.passes import onnxmeta
+    from modelmake.passes.session_tune import settings_of
+
+    return settings_of(onnxmeta.read(Path(model_path)))
 
 
 def _feeds(session, encoded: dict) -> dict:
@@ -80,12 +90,20 @@ def _fixed_batch(tokenizer_dir: Path, texts: list[str], batch: int, sequence: in
 def measure_latency(model_path: Path, tokenizer_dir: Path, texts: list[str], batch: int = 1,
                     sequence: int = 128, warmup: int = 10, runs: int = 100, threads: int = 0,
                     throughput_batch: int = 32, throughput_runs: int = 10) -> dict:
-    """Latency percentiles at batch x sequence, and throughput at throughput_batch x sequence."""
+    """Latency percentiles at batch x sequence, and throughput at throughput_batch x sequence.
+
+    threads = 0 runs the model as it will be deployed: with the session settings session-tune
+    recorded in it if it has them (as the package's inference config does), else ORT's defaults.
+    threads > 0 forces that many intra-op threads and ignores any recorded settings.
+    """
     import numpy as np
 
     if not texts:
         raise ValueError("latency needs at least one text")
-    session = _session(model_path, threads)
+    settings = tuned_settings(model_path) if threads == 0 else None
+    if settings is not None:
+        threads = settings["intra_op_num_threads"]
+    session = _session(model_path, threads, settings)
     feeds = _feeds(session, _fixed_batch(tokenizer_dir, texts, batch, sequence))
     for _ in range(warmup):
         session.run(None, feeds)

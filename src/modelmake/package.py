@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 from modelmake.passes import onnxmeta
+from modelmake.passes.session_tune import settings_of
 
 TOKENIZER_FILES = ("special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
 _DATE = (1980, 1, 1, 0, 0, 0)
@@ -39,6 +40,11 @@ def load():
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                                cfg["session"]["graph_optimization_level"])
     options.intra_op_num_threads = cfg["session"]["intra_op_num_threads"]
+    # present when the build timed session settings on its host (session-tune)
+    if "inter_op_num_threads" in cfg["session"]:
+        options.inter_op_num_threads = cfg["session"]["inter_op_num_threads"]
+    if "execution_mode" in cfg["session"]:
+        options.execution_mode = getattr(ort.ExecutionMode, cfg["session"]["execution_mode"])
     session = ort.InferenceSession(str(HERE / cfg["model"]), options,
                                    providers=cfg["session"]["providers"])
     tok = Tokenizer.from_file(str(HERE / cfg["tokenizer"]["file"]))
@@ -92,7 +98,10 @@ def _tokenizer_block(tokenizer_dir: Path) -> dict:
 
 
 def inference_config(model_onnx: Path, max_length: int, tokenizer_dir: Path | None = None) -> dict:
-    """How to run the model: inputs and outputs (symbolic dims kept), labels, session settings."""
+    """How to run the model: inputs and outputs (symbolic dims kept), labels, session settings.
+
+    The session settings are ORT's defaults, or those session-tune recorded in the model's metadata.
+    """
     import onnx
     from onnx import helper
 
@@ -118,6 +127,9 @@ def inference_config(model_onnx: Path, max_length: int, tokenizer_dir: Path | No
                     "graph_optimization_level": "ORT_ENABLE_ALL",
                     "intra_op_num_threads": 0},
     }
+    tuned = settings_of(props)
+    if tuned is not None:
+        config["session"].update(tuned)
     if tokenizer_dir is not None:
         config["tokenizer"] = _tokenizer_block(tokenizer_dir)
     return config

@@ -5,7 +5,10 @@ ONNX -> ONNX pass copies them from its input to its output with `carry_over`.
 """
 from __future__ import annotations
 
+import logging
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 PREFIX = "modelmake."
 MODEL_TYPE = PREFIX + "model_type"
@@ -71,3 +74,33 @@ def _tensors(graph):
                 yield attr.t
             for g in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
                 yield from _tensors(g)
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    """Node count per op type of a model's main graph (external data not loaded)."""
+    import collections
+
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
+
+
+def log_quantized(ctx, src: Path, dst: Path, quantized_ops: set[str]) -> None:
+    """One line: size before -> after, and how many of each quantized op the output has."""
+    quantized = {k: v for k, v in op_counts(dst).items() if k in quantized_ops}
+    ctx.log(f"{src.stat().st_size / 1e6:.1f} MB -> {dst.stat().st_size / 1e6:.1f} MB; "
+            + (", ".join(f"{k}={v}" for k, v in quantized.items()) or "no quantized ops"))
+
+
+@contextmanager
+def quiet_root_logger() -> Iterator[None]:
+    """ORT's quantizers log a generic "consider pre-processing" advice on the root logger on
+    every call; it says nothing about this model, so it is silenced while they run."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)

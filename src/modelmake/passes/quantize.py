@@ -1,8 +1,6 @@
 """ONNX -> ONNX dynamic int8 quantization of weights (activations quantized at run time)."""
 from __future__ import annotations
 
-import logging
-
 from modelmake.passes import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
@@ -35,15 +33,6 @@ _QUANTIZED_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteg
                   "DynamicQuantizeLSTM"}
 
 
-def _op_counts(path) -> dict[str, int]:
-    import collections
-
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
-
-
 def run(ctx: StepContext) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -54,11 +43,7 @@ def run(ctx: StepContext) -> None:
     weight_type = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}[cfg["weight_type"]]
     ctx.log(f"quantizing ({cfg['weight_type']}, per_channel={cfg['per_channel']}, "
             f"reduce_range={cfg['reduce_range']})")
-    # the quantizer logs a generic "consider pre-processing" advice on the root logger every call
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
+    with onnxmeta.quiet_root_logger():
         quantize_dynamic(
             src, dst,
             op_types_to_quantize=list(cfg["op_types"]) or None,
@@ -70,10 +55,6 @@ def run(ctx: StepContext) -> None:
             # quantizer can infer; without a default it fails on an ORT-optimized model.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-    finally:
-        root.setLevel(level)
     onnxmeta.carry_over(src, dst)
     onnxmeta.check(dst)
-    quantized = {k: v for k, v in _op_counts(dst).items() if k in _QUANTIZED_OPS}
-    ctx.log(f"{src.stat().st_size / 1e6:.1f} MB -> {dst.stat().st_size / 1e6:.1f} MB; "
-            + (", ".join(f"{k}={v}" for k, v in quantized.items()) or "no quantized ops"))
+    onnxmeta.log_quantized(ctx, src, dst, _QUANTIZED_OPS)

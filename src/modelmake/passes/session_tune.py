@@ -1,0 +1,214 @@
+"""ONNX -> ONNX: time a grid of ONNX Runtime session settings on this host and record the fastest.
+
+The graph is left as it is; the winner (and the table of every candidate measured) goes into the
+`modelmake.session_options` metadata entry, which evaluation's latency runs and the package's
+inference config then use. Thread counts and execution modes only pay off relative to a CPU, so
+the pass is host dependent: its result is never reused on another kind of host.
+
+Timing uses one fixed sentence, repeated and cut to exactly `sequence` tokens, rather than a
+dataset: an encoder's run time depends on the input's shape, not on which tokens fill it, and a
+dataset would add its content to the step's key for nothing.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+
+from modelmake.passes import onnxmeta
+from modelmake.passes.base import ONNX, Field, Pass, StepContext
+from modelmake.progress import bar
+
+SESSION_OPTIONS = onnxmeta.PREFIX + "session_options"
+EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
+GRAPH_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+METRICS = ("p50", "p90", "mean")
+# The settings a consumer applies; the rest of the JSON documents how they were chosen.
+SETTINGS = ("intra_op_num_threads", "inter_op_num_threads", "execution_mode", "graph_optimization_level")
+SENTENCE = "the film follows a family through a long war and its quiet ending is moving and well acted"
+
+PASS = Pass(
+    type="session-tune",
+    summary="Time ORT session settings (threads, execution mode, graph level) on this host; record the fastest",
+    fields=(
+        Field("intra_op_threads", "list[str]", ["1", "2"],
+              "intra-op thread counts to try, as integer strings; '0' = ORT's default (one per physical core)"),
+        Field("inter_op_threads", "list[str]", ["1"],
+              "inter-op thread counts to try, as integer strings (only the parallel execution mode uses them); "
+              "'0' = ORT's default"),
+        Field("execution_modes", "list[str]", ["sequential"],
+              "execution modes to try: 'sequential' and/or 'parallel' (independent nodes run concurrently)"),
+        Field("graph_levels", "list[str]", ["all"],
+              "ORT graph optimization levels to try: any of 'basic', 'extended', 'all'"),
+        Field("batch", "int", 1, "rows per timed run", min=1),
+        Field("sequence", "int", 128, "tokens per row in timed runs (a fixed sentence repeated to this length)",
+              min=1, max=4096),
+        Field("warmup", "int", 5, "untimed runs in each fresh session (every candidate, every round) before timing", min=0),
+        Field("runs", "int", 30, "timed runs per candidate", min=5),
+        Field("rounds", "int", 3,
+              "sweeps over the grid, each timing a share of every candidate's runs, so a burst of load "
+              "elsewhere on the host is spread over all candidates instead of sinking one", min=1),
+        Field("metric", "str", "p50", "statistic of the timed runs that picks the winner",
+              choices=METRICS),
+    ),
+    input_format=ONNX,
+    output_format=ONNX,
+    version=1,
+    libraries=("onnx", "onnxruntime"),
+    run="modelmake.passes.session_tune:run",
+    needs_tokenizer=True,
+    host_dependent=True,
+)
+
+
+def _threads(key: str, values: list[str]) -> list[int]:
+    if not values:
+        raise ValueError(f"{key}: needs at least one thread count")
+    out = []
+    for v in values:
+        if not (v.isascii() and v.isdigit()):
+            raise ValueError(f"{key}: expected thread counts as integer strings >= 0 (e.g. '2'), got {v!r}")
+        out.append(int(v))
+    return list(dict.fromkeys(out))
+
+
+def _names(key: str, values: list[str], known: dict[str, str]) -> list[str]:
+    if not values:
+        raise ValueError(f"{key}: needs at least one of {', '.join(map(repr, known))}")
+    for v in values:
+        if v not in known:
+            raise ValueError(f"{key}: expected any of {', '.join(map(repr, known))}, got {v!r}")
+    return list(dict.fromkeys(values))
+
+
+def candidates(config: dict) -> list[dict]:
+    """Every combination of the config's lists, as session settings in ORT's enum names.
+
+    Raises ValueError (one line naming the key) for a value the recipe's type check cannot catch.
+    """
+    intra = _threads("intra_op_threads", config["intra_op_threads"])
+    inter = _threads("inter_op_threads", config["inter_op_threads"])
+    modes = _names("execution_modes", config["execution_modes"], EXECUTION_MODES)
+    levels = _names("graph_levels", config["graph_levels"], GRAPH_LEVELS)
+    grid = []
+    for mode, level, a, e in itertools.product(modes, levels, intra, inter):
+        if mode == "sequential" and e != inter[0]:
+            continue  # ORT ignores inter-op threads when sequential: timing them again says nothing
+        grid.append({"intra_op_num_threads": a, "inter_op_num_threads": e,
+                     "execution_mode": EXECUTION_MODES[mode], "graph_optimization_level": GRAPH_LEVELS[level]})
+    return grid
+
+
+def settings_of(props: dict[str, str]) -> dict | None:
+    """The tuned session settings in a model's metadata_props, or None when it has none."""
+    raw = props.get(SESSION_OPTIONS)
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    return {k: value[k] for k in SETTINGS}
+
+
+def session_options(settings: dict | None = None, threads: int = 0):
+    """An ort.SessionOptions from tuned settings; without them ORT_ENABLE_ALL and `threads` intra-op threads."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if settings is None:
+        options.intra_op_num_threads = threads
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return options
+    options.intra_op_num_threads = int(settings["intra_op_num_threads"])
+    options.inter_op_num_threads = int(settings["inter_op_num_threads"])
+    options.execution_mode = getattr(ort.ExecutionMode, settings["execution_mode"])
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings["graph_optimization_level"])
+    return options
+
+
+def _time(model_path, settings: dict, feeds_of, warmup: int, runs: int) -> list[float]:
+    """Milliseconds of `runs` calls in a fresh session (one session alive at a time: another
+    session's idle thread pool would spin on the cores being measured)."""
+    import time
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), session_options(settings),
+                                   providers=["CPUExecutionProvider"])
+    feeds = feeds_of(session)
+    for _ in range(warmup):
+        session.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _stats(times: list[float]) -> dict:
+    import numpy as np
+
+    p50, p90 = np.percentile(np.array(times), [50, 90]).tolist()
+    return {"p50": p50, "p90": p90, "mean": float(np.mean(times))}
+
+
+def _row(c: dict) -> str:
+    return (f"{c['intra_op_num_threads']:>5} {c['inter_op_num_threads']:>5} "
+            f"{c['execution_mode'].removeprefix('ORT_').lower():<10} "
+            f"{c['graph_optimization_level'].removeprefix('ORT_ENABLE_').lower():<8}")
+
+
+def run(ctx: StepContext) -> None:
+    import onnx
+
+    from modelmake import textenc
+    from modelmake.hostinfo import host_fingerprint
+
+    cfg = ctx.config
+    grid = candidates(cfg)
+    if ctx.tokenizer_dir is None:
+        raise ValueError("session-tune needs the tokenizer of the model (none was given to the step)")
+    src = ctx.model_dir / onnxmeta.MODEL_FILE
+    dst = ctx.out_dir / onnxmeta.MODEL_FILE
+    words = SENTENCE.split()
+    # Enough words that truncation, not padding, sets the length: every position is a real token.
+    text = " ".join(words[i % len(words)] for i in range(cfg["sequence"]))
+    encoded = textenc.encode(ctx.tokenizer_dir, [text] * cfg["batch"], max_length=cfg["sequence"],
+                             pad_to=cfg["sequence"])
+
+    def feeds_of(session) -> dict:
+        return {i.name: encoded[i.name] for i in session.get_inputs()}
+
+    rounds = min(cfg["rounds"], cfg["runs"])
+    share, extra = divmod(cfg["runs"], rounds)
+    ctx.log(f"timing {len(grid)} candidates at batch {cfg['batch']} x sequence {cfg['sequence']}, "
+            f"{cfg['runs']} runs each over {rounds} rounds")
+    times: list[list[float]] = [[] for _ in grid]
+    with bar("session-tune", rounds * len(grid)) as progress:
+        for r in range(rounds):
+            # alternate the order so a steady drift in host load favours no end of the grid
+            order = range(len(grid)) if r % 2 == 0 else reversed(range(len(grid)))
+            for i in order:
+                times[i] += _time(src, grid[i], feeds_of, cfg["warmup"], share + (r < extra))
+                progress.advance()
+    for c, t in zip(grid, times):
+        c.update(_stats(t))
+    # min() keeps the first of equal times, so ties go to the earlier (usually cheaper) candidate
+    best = min(grid, key=lambda c: c[cfg["metric"]])
+    ctx.log("intra inter mode       level     p50 ms   p90 ms  mean ms")
+    for c in grid:
+        mark = "  <- best" if c is best else ""
+        ctx.log(f"{_row(c)} {c['p50']:8.2f} {c['p90']:8.2f} {c['mean']:8.2f}{mark}")
+
+    record = {k: best[k] for k in SETTINGS}
+    record["measured"] = {
+        "metric": cfg["metric"], "batch": cfg["batch"], "sequence": cfg["sequence"],
+        "warmup": cfg["warmup"], "runs": cfg["runs"], "rounds": rounds, "host": host_fingerprint(),
+        "candidates": [{k: round(v, 4) if isinstance(v, float) else v for k, v in c.items()} for c in grid],
+    }
+    model = onnx.load(str(src))
+    onnxmeta.set_props(model, {SESSION_OPTIONS: json.dumps(record, sort_keys=True, separators=(",", ":"))})
+    onnx.save(model, str(dst))
+    onnxmeta.check(dst)
+    worst = max(grid, key=lambda c: c[cfg["metric"]])
+    ctx.log(f"best by {cfg['metric']}: intra {best['intra_op_num_threads']}, inter "
+            f"{best['inter_op_num_threads']}, {best['execution_mode']}, {best['graph_optimization_level']}: "
+            f"{best[cfg['metric']]:.2f} ms (slowest candidate {worst[cfg['metric']]:.2f} ms)")

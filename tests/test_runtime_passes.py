@@ -1,0 +1,205 @@
+"""ort-optimize and session-tune on the tiny random BERT, and how tuned settings reach eval and package.
+
+Tolerances (max |logit difference| on the same inputs):
+  ort-optimize vs its input   1e-4  (ORT fusions reorder fp32 sums)
+  session-tune vs its input   0     (the graph is untouched; only metadata is added)
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_passes import (exported, fused, one_thread, op_counts, ort_logits, ours, run_pass,  # noqa: E402,F401
+                         tiny, work)
+
+from modelmake import evaluate, package  # noqa: E402
+from modelmake.passes import REGISTRY, onnxmeta, ort_optimize, session_tune  # noqa: E402
+from modelmake.recipe import RecipeError, parse_recipe  # noqa: E402
+
+# Small enough to time in well under a second, but a real grid (two candidates).
+TINY_TUNE = {"intra_op_threads": ["1", "2"], "warmup": 1, "runs": 5, "sequence": 16}
+
+
+def tune(model_dir: Path, out_dir: Path, tokenizer_dir: Path, **config) -> Path:
+    from modelmake.passes.base import StepContext
+
+    full = {f.name: f.default for f in session_tune.PASS.fields}
+    full.update(config)
+    out_dir.mkdir(parents=True)
+    session_tune.run(StepContext(config=full, model_dir=model_dir, out_dir=out_dir,
+                                 step="session-tune", tokenizer_dir=tokenizer_dir))
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def tuned(work, fused, tiny) -> Path:
+    # parallel with 2 inter-op threads is never ORT's default, so tests can see it was applied
+    return tune(fused, work / "tuned", tiny, execution_modes=["parallel"], inter_op_threads=["2"], **TINY_TUNE)
+
+
+def stripped_graph(path: Path) -> bytes:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    return model.SerializeToString(deterministic=True)
+
+
+# --- declarations ------------------------------------------------------------------------------
+
+def test_declarations():
+    assert REGISTRY["ort-optimize"] is ort_optimize.PASS and REGISTRY["session-tune"] is session_tune.PASS
+    for p in (ort_optimize.PASS, session_tune.PASS):
+        assert p.summary and p.run_function()
+        for f in p.fields:
+            assert f.doc and f.kind in {"bool", "int", "float", "str", "list[str]", "dataset"}, (p.type, f)
+            assert f.choices is None or f.default in f.choices, (p.type, f.name)
+            assert f.min is None or f.default >= f.min, (p.type, f.name)
+    assert session_tune.PASS.host_dependent and session_tune.PASS.needs_tokenizer
+    assert not ort_optimize.PASS.host_dependent
+    # the defaults make a valid grid
+    assert len(session_tune.candidates({f.name: f.default for f in session_tune.PASS.fields})) == 2
+
+
+# --- ort-optimize ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["exported", "fused"])
+def test_ort_optimize_keeps_outputs_and_metadata(source, request, tiny, work):
+    import onnx
+
+    src = request.getfixturevalue(source)
+    a = run_pass("ort-optimize", src, work / f"opt-{source}-a")
+    b = run_pass("ort-optimize", src, work / f"opt-{source}-b")
+    model = a / onnxmeta.MODEL_FILE
+    onnxmeta.check(model)
+    assert [p.name for p in a.iterdir()] == [onnxmeta.MODEL_FILE]
+    assert np.abs(ort_logits(a, tiny) - ort_logits(src, tiny)).max() < 1e-4
+    assert ours(model) == ours(src / onnxmeta.MODEL_FILE)
+    assert model.read_bytes() == (b / onnxmeta.MODEL_FILE).read_bytes()  # deterministic
+    before, after = sum(op_counts(src / "model.onnx").values()), sum(op_counts(model).values())
+    assert after <= before
+    if source == "exported":
+        # the unfused export gets ORT's own contrib fusions at the extended level
+        assert after < before / 2 and "com.microsoft" in {o.domain for o in onnx.load(str(model)).opset_import}
+
+
+def test_ort_optimize_level_and_disabled_optimizers(exported, tiny, work):
+    basic = run_pass("ort-optimize", exported, work / "opt-basic", level="basic")
+    full = run_pass("ort-optimize", exported, work / "opt-ext")
+    no_fold = run_pass("ort-optimize", exported, work / "opt-nofold", disabled_optimizers=["ConstantFolding"])
+    sizes = {d.name: sum(op_counts(d / "model.onnx").values()) for d in (basic, full, no_fold)}
+    assert sizes["opt-ext"] < sizes["opt-basic"]
+    assert sizes["opt-nofold"] > sizes["opt-ext"]  # the name reached ORT
+    for d in (basic, no_fold):
+        assert np.abs(ort_logits(d, tiny) - ort_logits(exported, tiny)).max() < 1e-4
+
+
+# --- session-tune ------------------------------------------------------------------------------
+
+def test_session_tune_records_settings_and_keeps_graph(tuned, fused, tiny):
+    model = tuned / onnxmeta.MODEL_FILE
+    onnxmeta.check(model)
+    assert [p.name for p in tuned.iterdir()] == [onnxmeta.MODEL_FILE]
+    assert stripped_graph(model) == stripped_graph(fused / onnxmeta.MODEL_FILE)
+    assert np.array_equal(ort_logits(tuned, tiny), ort_logits(fused, tiny))
+    props = ours(model)
+    record = json.loads(props.pop(session_tune.SESSION_OPTIONS))
+    assert props == ours(fused / onnxmeta.MODEL_FILE)
+
+    table = record["measured"]["candidates"]
+    assert [c["intra_op_num_threads"] for c in table] == [1, 2]
+    assert all(c["execution_mode"] == "ORT_PARALLEL" and c["inter_op_num_threads"] == 2 for c in table)
+    assert all(0 < c["p50"] <= c["p90"] and c["mean"] > 0 for c in table)
+    best = min(table, key=lambda c: c["p50"])
+    assert {k: record[k] for k in session_tune.SETTINGS} == {k: best[k] for k in session_tune.SETTINGS}
+    assert record["measured"]["metric"] == "p50" and record["measured"]["rounds"] == 3
+    assert record["measured"]["host"]["cores"] >= 1
+    assert session_tune.settings_of(onnxmeta.read(model)) == {k: record[k] for k in session_tune.SETTINGS}
+
+
+def test_tuned_settings_reach_latency_and_package(tuned, fused, tiny, work):
+    model = tuned / onnxmeta.MODEL_FILE
+    settings = evaluate.tuned_settings(model)
+    assert evaluate.tuned_settings(fused / onnxmeta.MODEL_FILE) is None
+
+    default = package.inference_config(fused / onnxmeta.MODEL_FILE, max_length=64)
+    assert default["session"] == {"providers": ["CPUExecutionProvider"],
+                                  "graph_optimization_level": "ORT_ENABLE_ALL", "intra_op_num_threads": 0}
+    config = package.inference_config(model, max_length=64)
+    assert config["session"] == {"providers": ["CPUExecutionProvider"], **settings}
+
+    lat = evaluate.measure_latency(model, tiny, ["good fun"], sequence=16, warmup=1, runs=5,
+                                   throughput_batch=2, throughput_runs=1)
+    assert lat["threads"] == settings["intra_op_num_threads"]
+    forced = evaluate.measure_latency(model, tiny, ["good fun"], sequence=16, warmup=1, runs=5, threads=1,
+                                      throughput_batch=2, throughput_runs=1)
+    assert forced["threads"] == 1
+
+    out = work / "pkg" / "package.zip"
+    out.parent.mkdir()
+    package.build_package(out, model, tiny, {}, config, {"recipe": "tiny"})
+    unpacked = work / "pkg" / "unpacked"
+    with zipfile.ZipFile(out) as zf:
+        assert json.loads(zf.read("inference_config.json"))["session"] == config["session"]
+        zf.extractall(unpacked)
+    # what predict.py's own session was built with
+    probe = ("import sys, json; sys.path.insert(0, sys.argv[1]); import predict; "
+             "o = predict.load()[1].get_session_options(); "
+             "print(json.dumps([o.intra_op_num_threads, o.inter_op_num_threads, "
+             "o.execution_mode.name, o.graph_optimization_level.name]))")
+    got = subprocess.run([sys.executable, "-c", probe, str(unpacked)], capture_output=True, text=True,
+                         check=True, cwd=work)
+    assert json.loads(got.stdout) == [settings["intra_op_num_threads"], 2, "ORT_PARALLEL",
+                                      settings["graph_optimization_level"]]
+    ran = subprocess.run([sys.executable, str(unpacked / "predict.py"), "good fun"], capture_output=True,
+                         text=True, check=True, cwd=work)
+    label, prob, _ = ran.stdout.strip().split("\t")
+    assert label in {"rotten", "fresh"} and 0.5 <= float(prob) <= 1
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("intra_op_threads", ["two"], "intra_op_threads: expected thread counts as integer strings >= 0"),
+    ("inter_op_threads", ["-1"], "inter_op_threads: expected thread counts as integer strings >= 0"),
+    ("intra_op_threads", [], "intra_op_threads: needs at least one thread count"),
+    ("execution_modes", ["fast"], "execution_modes: expected any of 'sequential', 'parallel', got 'fast'"),
+    ("graph_levels", ["all", "layout"], "graph_levels: expected any of 'basic', 'extended', 'all'"),
+])
+def test_session_tune_rejects_bad_lists_before_timing(key, value, message, fused, tiny, work):
+    out = work / f"bad-{key}-{len(value)}-{value[:1]}"
+    with pytest.raises(ValueError, match=message) as e:
+        tune(fused, out, tiny, **{**TINY_TUNE, key: value})
+    assert "\n" not in str(e.value)
+    assert list(out.iterdir()) == []
+
+
+# --- recipe validation -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("step, key, message", [
+    ('type = "ort-optimize"\nlevel = "all"', "level", "expected one of 'basic', 'extended', got 'all'"),
+    ('type = "ort-optimize"\ndisabled_optimizers = "ConstantFolding"', "disabled_optimizers",
+     "expected a list of strings"),
+    ('type = "session-tune"\nmetric = "p99"', "metric", "expected one of 'p50', 'p90', 'mean', got 'p99'"),
+    ('type = "session-tune"\nintra_op_threads = [1, 2]', "intra_op_threads", "expected a list of strings"),
+    ('type = "session-tune"\nruns = 2', "runs", "must be >= 5"),
+    ('type = "session-tune"\nbatch = 0', "batch", "must be >= 1"),
+    ('type = "session-tune"\nthreads = ["1"]', "threads", "unknown key"),
+])
+def test_recipe_validation(step, key, message, tmp_path):
+    recipe = tmp_path / "recipes" / "tiny.toml"
+    recipe.parent.mkdir()
+    head = '[model]\npath = "model"\n\n[[pass]]\nname = "export"\ntype = "onnx-export"\n\n[[pass]]\nname = "s"\n'
+    recipe.write_text(head + 'type = "ort-optimize"\n[[pass]]\nname = "t"\ntype = "session-tune"\n')
+    parsed = parse_recipe(recipe)  # the defaults are valid
+    assert [s.type for s in parsed.steps] == ["onnx-export", "ort-optimize", "session-tune"]
+    recipe.write_text(head + step + "\n")
+    with pytest.raises(RecipeError) as e:
+        parse_recipe(recipe)
+    assert e.value.key == f"pass[1].{key}" and message in e.value.message
+    assert "\n" not in str(e.value)
