@@ -209,8 +209,8 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
         deps = [_manifest(prev)] + [_manifest(Path(v["dir"])) for v in datasets.values()]
         if p.needs_tokenizer:
             deps.append(_manifest(tok))
-        yield _task(spec["task"], spec, runner.run_pass, doc=p.summary, file_dep=deps, outputs=[out],
-                    uptodate=static)
+        yield _task(spec["task"], spec, runner.run_pass, doc=p.summary.split(". ")[0], file_dep=deps,
+                    outputs=[out], uptodate=static)
         prev = out
 
     final_targets = [lay.base / "model.onnx"] if lay.final_format == base.ONNX else []

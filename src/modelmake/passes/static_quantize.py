@@ -7,8 +7,10 @@ from modelmake.passes.base import ONNX, Field, Pass, StepContext
 PASS = Pass(
     type="static-int8",
     summary=("Quantize weights and activations to int8 with ORT static quantization, activation "
-             "ranges calibrated on the train split of a dataset; place it right after onnx-export "
-             "or after ort-fusion"),
+             "ranges calibrated on the train split of a dataset. It runs after onnx-export or after "
+             "ort-fusion; on MiniLM here, measured on a busy machine, it did best right after "
+             "onnx-export with op_types = ['MatMul', 'Gemm'] (the default op set lost 14 points of "
+             "accuracy, and after ort-fusion the model ran slower than fp32)"),
     fields=(
         Field("data", "dataset", None,
               "dataset whose train split supplies the calibration texts", required=True),
@@ -26,7 +28,7 @@ PASS = Pass(
         Field("method", "str", "minmax",
               "how activation ranges come from the calibration values", choices=("minmax", "entropy", "percentile")),
         Field("percentile", "float", 99.999,
-              "percentile of |activation| kept in range; used only by method 'percentile'", min=90.0, max=100.0),
+              "percentile of absolute activation values kept in range; used only by method 'percentile'", min=90.0, max=100.0),
         Field("per_channel", "bool", True, "one weight scale per output channel instead of per tensor"),
         Field("activation_type", "str", "quint8", "integer type of the quantized activations",
               choices=("quint8", "qint8")),
