@@ -93,10 +93,6 @@ def read_table(path: Path) -> tuple[list[str] | None, list[tuple[int, dict]]]:
     return columns, rows
 
 
-def read_rows(path: Path) -> list[dict]:
-    return [row for _, row in read_table(path)[1]]
-
-
 def _in_test(group: str, seed: int, fraction: float) -> bool:
     h = xxhash.xxh3_64_intdigest(f"{seed}\x00{group}".encode())
     return h / 2**64 < fraction

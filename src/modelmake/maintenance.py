@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from modelmake.graph import compile_tasks, find_project
+from modelmake.runner import keys_record
 from modelmake.store import Store
 
 
@@ -19,9 +20,7 @@ def live_keys(root: Path) -> set[str]:
     live: set[str] = set()
     for task in compile_tasks(project):
         for action in task.get("actions") or []:
-            spec = action[1][0]
-            name = spec["task"].replace(":", "-").replace("/", "-") + ".json"
-            record = project.root / spec["base"] / "keys" / name
+            record = project.root / keys_record(action[1][0])
             if record.exists():
                 live.update(json.loads(record.read_bytes()))
     return live

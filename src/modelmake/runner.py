@@ -15,15 +15,23 @@ from typing import Any, Callable
 
 from doit.exceptions import TaskFailed
 
-from modelmake import digest, passes
-from modelmake import targets
-from modelmake.store import Store, atomic_file
+from modelmake import digest, passes, targets
 from modelmake.progress import say
+from modelmake.store import Store, atomic_file
 
 
 def _content(folder: str | Path) -> str:
     """A folder's content digest: the digest of its manifest's bytes."""
     return digest.bytes_digest((Path(folder) / digest.MANIFEST).read_bytes())
+
+
+def keys_record(spec: dict) -> Path:
+    """Where a task records the store keys it used (read by `modelmake store gc`)."""
+    return Path(spec["base"]) / "keys" / (_file_stem(spec["task"]) + ".json")
+
+
+def _file_stem(task: str) -> str:
+    return task.replace(":", "-").replace("/", "-")
 
 
 def _guarded(action: Callable[[dict], None], spec: dict) -> bool | TaskFailed:
@@ -32,7 +40,7 @@ def _guarded(action: Callable[[dict], None], spec: dict) -> bool | TaskFailed:
         action(spec, store)
         _record_keys(spec, store.used)
     except Exception as e:  # noqa: BLE001 - every step failure becomes one line + a log
-        log = Path(spec["logs"]) / (spec["task"].replace(":", "-").replace("/", "-") + ".log")
+        log = Path(spec["logs"]) / (_file_stem(spec["task"]) + ".log")
         try:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(traceback.format_exc())
@@ -49,13 +57,12 @@ def _guarded(action: Callable[[dict], None], spec: dict) -> bool | TaskFailed:
 def _record_keys(spec: dict, keys: list[str]) -> None:
     """Which store objects this task's targets came from: `modelmake store gc` keeps these."""
     if keys:
-        name = spec["task"].replace(":", "-").replace("/", "-") + ".json"
-        atomic_file(Path(spec["base"]) / "keys" / name, lambda tmp: tmp.write_bytes(digest.canonical(sorted(set(keys)))))
+        atomic_file(keys_record(spec), lambda tmp: tmp.write_bytes(digest.canonical(sorted(set(keys)))))
 
 
 def _place(obj: Path, dest: Path, label: str) -> None:
     """Put a store object at its target path, saying so when it replaces a damaged target."""
-    if dest.exists() and (why := targets.problem(dest)) not in (None, "no record of what was placed there"):
+    if dest.exists() and (why := targets.problem(dest)) not in (None, targets.NO_RECORD):
         say(f"  {label}: {dest} was damaged ({why}); restoring it from the store")
     (targets.place_folder if obj.is_dir() else targets.place_file)(obj, dest)
 

@@ -19,6 +19,9 @@ from modelmake.session import kill_point
 from modelmake.store import atomic_file, copy_writable, rmtree, sweep_leftovers
 
 FOLDER_SIDECAR = ".mm-stat.json"
+# a target without a sidecar (placed by hand, or before sidecars existed) is not trusted, but it
+# is not "damaged" either: runner replaces it without a warning
+NO_RECORD = "no record of what was placed there"
 
 
 def _sidecar(path: Path) -> Path:
@@ -49,7 +52,7 @@ def problem(path: Path) -> str | None:
     try:
         state = json.loads(_sidecar(path).read_text())
     except (OSError, ValueError):
-        return "no record of what was placed there"
+        return NO_RECORD
     files = _files(path)
     if set(files) != set(state):
         extra, missing = set(files) - set(state), set(state) - set(files)
