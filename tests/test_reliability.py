@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from buildkit import TESTS, doit, make_project, wipe_outputs
+from buildkit import TESTS, doit, make_project, started_line, wipe_outputs
 from modelmake import digest
 from modelmake.store import Store
 
@@ -149,7 +149,7 @@ def _wait_for(proc: subprocess.Popen, marker: str, timeout: float = 300) -> str:
 def test_sigterm_and_ctrl_c_stop_cleanly(blank, tmp_path, reference, sig):
     project = fresh(blank, tmp_path)
     proc = popen(project, "optimize:tiny")
-    _wait_for(proc, ".  pass:tiny/export")  # finetune has finished and been recorded
+    _wait_for(proc, started_line("pass:tiny/export"))  # finetune has finished and been recorded
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + sig, (proc.returncode, out, err)

@@ -60,7 +60,8 @@ def test_declarations():
         assert p.summary and p.run_function()
         for f in p.fields:
             assert f.doc and f.kind in {"bool", "int", "float", "str", "list[str]", "dataset"}, (p.type, f)
-            assert f.choices is None or f.default in f.choices, (p.type, f.name)
+            items = f.default if f.kind == "list[str]" else [f.default]
+            assert f.choices is None or all(d in f.choices for d in items), (p.type, f.name)
             assert f.min is None or f.default >= f.min, (p.type, f.name)
     assert session_tune.PASS.host_dependent and session_tune.PASS.needs_tokenizer
     assert not ort_optimize.PASS.host_dependent
@@ -190,6 +191,11 @@ def test_session_tune_rejects_bad_lists_before_timing(key, value, message, fused
     ('type = "session-tune"\nruns = 2', "runs", "must be >= 5"),
     ('type = "session-tune"\nbatch = 0', "batch", "must be >= 1"),
     ('type = "session-tune"\nthreads = ["1"]', "threads", "unknown key"),
+    # choices of a list are checked item by item at parse time, naming the item
+    ('type = "session-tune"\nexecution_modes = ["sequential", "fast"]', "execution_modes[1]",
+     "expected one of 'sequential', 'parallel', got 'fast'"),
+    ('type = "session-tune"\ngraph_levels = ["layout"]', "graph_levels[0]",
+     "expected one of 'basic', 'extended', 'all', got 'layout'"),
 ])
 def test_recipe_validation(step, key, message, tmp_path):
     recipe = tmp_path / "recipes" / "tiny.toml"

@@ -1,18 +1,32 @@
-"""`modelmake`: doit with this project's tasks (no dodo.py needed), plus `modelmake store ...`."""
+"""`modelmake`: doit with this project's tasks (no dodo.py needed), plus modelmake's own commands.
+
+`modelmake store|status|why|compare|report ...` run modelmake's commands; anything else is
+handed to doit (`modelmake optimize:bert-int8`, `modelmake list`, ...). Each command module has
+`main(command, args) -> exit status` and is imported only when used, so `modelmake status` stays fast.
+"""
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
+
+COMMANDS = {
+    "store": "modelmake.maintenance",   # verify / gc the content-addressed store
+    "status": "modelmake.explain",      # every recipe and step: up to date / stale / restorable
+    "why": "modelmake.explain",         # why one task or recipe is (not) up to date
+    "compare": "modelmake.compare",     # metrics across recipes, or of a recipe across git revisions
+    "report": "modelmake.report",       # artifacts/report.html
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["store"]:
-        from modelmake import maintenance
+    if argv[:1] and argv[0] in COMMANDS:
         from modelmake.recipe import RecipeError
 
+        module = importlib.import_module(COMMANDS[argv[0]])
         try:
-            return maintenance.main(argv[1:])
+            return module.main(argv[0], argv[1:])
         except RecipeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

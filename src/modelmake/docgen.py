@@ -32,18 +32,23 @@ def pass_reference() -> str:
     for name in sorted(passes.REGISTRY):
         p = passes.REGISTRY[name]
         out.append(f"### `{name}`\n")
-        out.append(f"{p.summary}. Input: {p.input_format.upper()} model; output: {p.output_format.upper()} model. "
-                   f"Key includes the versions of: {', '.join(p.libraries) or 'none'}.\n")
+        inputs = " or ".join(f.upper() for f in p.input_formats)
+        out.append(f"{p.summary}. Input: {inputs} model; output: {p.output_format.upper()} model. "
+                   f"Key includes the versions of: {', '.join(p.libraries) or 'none'}"
+                   + "".join(f"; {', '.join(dists)} when `{f} = {_default(v)}`" for f, v, dists in p.libraries_when)
+                   + ".\n")
         out.append("| key | type | default | meaning |")
         out.append("| --- | --- | --- | --- |")
         for f in p.fields:
             allowed = ""
             if f.choices:
-                allowed = " One of: " + ", ".join(f"`{_default(c)}`" for c in f.choices) + "."
+                each = "Each item one of" if f.kind == "list[str]" else "One of"
+                allowed = f" {each}: " + ", ".join(f"`{_default(c)}`" for c in f.choices) + "."
             bounds = [f">= {f.min}" if f.min is not None else "", f"<= {f.max}" if f.max is not None else ""]
             rng = " " + ", ".join(b for b in bounds if b) + "." if any(bounds) else ""
             default = "(required)" if f.required else f"`{_default(f.default)}`"
-            out.append(f"| `{f.name}` | {f.kind} | {default} | {f.doc}.{allowed}{rng} |".replace("..", "."))
+            only = f" Only with `{f.when[0]} = {_default(f.when[1])}`." if f.when else ""
+            out.append(f"| `{f.name}` | {f.kind} | {default} | {f.doc}.{allowed}{rng}{only} |".replace("..", "."))
         out.append("")
     return "\n".join(out)
 

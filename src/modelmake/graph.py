@@ -19,11 +19,12 @@ from doit.tools import config_changed
 from modelmake import digest, passes, plugins, runner, session, targets
 from modelmake.hostinfo import host_fingerprint
 from modelmake.recipe import Recipe, RecipeError, load_recipes
+from modelmake.reporter import BuildReporter
 from modelmake.passes import base
 
 SOURCE_VERSION = 1
 EVAL_VERSION = 1
-PACKAGE_VERSION = 1
+PACKAGE_VERSION = 2   # 2: predict.py and inference_config.json know feature-extraction
 EVAL_LIBRARIES = ("onnxruntime", "tokenizers")
 PACKAGE_LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime")
 
@@ -89,6 +90,10 @@ class Layout:
     tokenizer: Path | None         # last Hugging Face folder (holds tokenizer files)
     final_format: str
     step_tokenizers: list[Path]    # tokenizer folder as of each pass's input
+    tokenizer_in: Path | None = None  # where the source step puts model.tokenizer's files
+    # the source folder holding the tokenizer files of the input model, and the recipe naming it
+    source_tokenizer: tuple[Path, Recipe] | None = None
+    baseline_recipe: "Layout | None" = None  # evaluate.baseline_recipe's layout: its final model is measured too
 
     @property
     def final(self) -> Path:
@@ -106,11 +111,14 @@ def layouts(project: Project, recipes: dict[str, Recipe]) -> dict[str, Layout]:
             return done[r.name]
         base_dir = project.rel(project.artifacts) / r.name
         src = base_dir / "steps" / "source"
+        tok_in = None
         if r.model.kind == "recipe":
             up = build(recipes[r.model.spec["recipe"]])
-            model_in, fmt, tok = up.final, up.final_format, up.tokenizer
+            model_in, fmt, tok, source_tok = up.final, up.final_format, up.tokenizer, up.source_tokenizer
         else:
-            model_in, fmt, tok = src / "model", base.HF, src / "model"
+            tok_in = src / "tokenizer" if r.model_tokenizer else None
+            model_in, fmt, tok = src / "model", r.model_format, tok_in or src / "model"
+            source_tok = (tok, r)
         outputs, formats, step_tokenizers = [], [], []
         for s in r.steps:
             step_tokenizers.append(tok)
@@ -120,12 +128,15 @@ def layouts(project: Project, recipes: dict[str, Recipe]) -> dict[str, Layout]:
             if fmt == base.HF:
                 tok = outputs[-1]
         lay = Layout(r, base_dir, model_in, {d: src / "data" / d for d in r.data}, outputs, formats, tok, fmt,
-                     step_tokenizers)
+                     step_tokenizers, tok_in, source_tok)
         done[r.name] = lay
         return lay
 
     for r in recipes.values():
         build(r)
+    for lay in done.values():
+        other = lay.recipe.evaluate and lay.recipe.evaluate.get("baseline_recipe")
+        lay.baseline_recipe = done[other] if other else None
     return done
 
 
@@ -140,6 +151,49 @@ def _check_local_path(project: Project, r: Recipe, key: str, rel: str) -> list[P
     if not p.exists():
         raise RecipeError(_shown(project, r), key, f"no such file or folder: {rel}")
     return [project.rel(f) for f in local_files(p)]
+
+
+def _check_function(project: Project, r: Recipe) -> None:
+    """model.function's module must be a file in model.path (importing it waits for the export)."""
+    rel, function = r.model.spec["path"], r.model.spec["function"]
+    folder = project.root / rel
+    if not folder.is_dir():
+        raise RecipeError(_shown(project, r), "model.path",
+                          f"{rel} is a file; model.function needs a folder holding your module, weights and tokenizer files")
+    module = function.partition(":")[0].replace(".", "/")
+    if not (folder / f"{module}.py").is_file() and not (folder / module / "__init__.py").is_file():
+        raise RecipeError(_shown(project, r), "model.function",
+                          f"no module {function.partition(':')[0]!r} in {rel} (expected {rel.rstrip('/')}/{module}.py)")
+
+
+TOKENIZER_FILE = "tokenizer.json"  # what evaluation, packaging and calibration read
+
+
+def _check_tokenizer(project: Project, lay: Layout) -> None:
+    """Steps that tokenize text read tokenizer.json; when it would come from a local input model
+    that has none, say so now instead of failing deep inside a later step."""
+    if lay.source_tokenizer is None:
+        return
+    folder, owner = lay.source_tokenizer
+    r = lay.recipe
+    users = [f"pass[{i}] ({s.name})" for i, (s, tok) in enumerate(zip(r.steps, lay.step_tokenizers))
+             if passes.get(s.type).needs_tokenizer and tok == folder]
+    users += [k for k, on in (("evaluate", r.evaluate), ("package", r.package)) if on and lay.tokenizer == folder]
+    if not users:
+        return
+    src = owner.model_tokenizer or owner.model
+    if src.kind != "path":
+        return  # fetched at build time; the step that reads it names what is missing
+    rel = src.spec["path"]
+    if (project.root / rel / TOKENIZER_FILE).is_file():
+        return
+    key = "model.tokenizer" if owner.model_tokenizer else "model.path"
+    where = "" if owner is r else f" (the input model of recipe {owner.name!r}, {_shown(project, owner)})"
+    fix = ("add it there" if owner.model_tokenizer or (project.root / rel).is_dir()
+           else 'set model.tokenizer = "<folder>" to a folder holding it')
+    need = f"{users[0]} needs" if len(users) == 1 else f"{', '.join(users[:-1])} and {users[-1]} need"
+    raise RecipeError(_shown(project, r), key if owner is r else users[0],
+                      f"{need} tokenizer files, but {rel}{where} has no {TOKENIZER_FILE}; {fix}")
 
 
 def _shown(project: Project, r: Recipe) -> str:
@@ -182,6 +236,13 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
         items.append({"what": "model", "source": {"kind": r.model.kind, **r.model.spec}, "out": str(lay.model_in)})
         if r.model.kind == "path":
             watched += _check_local_path(project, r, "model.path", r.model.spec["path"])
+            if "function" in r.model.spec:
+                _check_function(project, r)
+    if r.model_tokenizer is not None and lay.tokenizer_in is not None:
+        tok = r.model_tokenizer
+        items.append({"what": "model.tokenizer", "source": {"kind": tok.kind, **tok.spec}, "out": str(lay.tokenizer_in)})
+        watched += _check_local_path(project, r, "model.tokenizer", tok.spec["path"])
+    _check_tokenizer(project, lay)
     for dname, dspec in r.data.items():
         items.append({"what": f"data.{dname}", "source": dspec["source"], "out": str(lay.data[dname])})
         if dspec["source"]["kind"] == "path":
@@ -197,13 +258,15 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
     prev = lay.model_in
     for step, out, tok in zip(r.steps, lay.outputs, lay.step_tokenizers):
         p = passes.get(step.type)
-        used = {f.name: step.config[f.name] for f in p.fields if f.kind == "dataset" and step.config[f.name]}
+        used = {f.name: step.config[f.name] for f in p.fields if f.kind == "dataset" and step.config.get(f.name)}
         datasets = {d: {"dir": str(lay.data[d]), "spec": _data_spec(r.data[d])} for d in used.values()}
         static = {"type": step.type, "config": step.config, "version": p.version,
-                  "libraries": digest.library_versions(p.libraries),
+                  "libraries": digest.library_versions(p.libraries_for(step.config)),
                   "datasets": {d: v["spec"] for d, v in datasets.items()}}
         if p.host_dependent:  # e.g. timing-driven choices: never reused on another kind of host
             static["host"] = host_fingerprint()
+        if p.task_dependent:  # e.g. export: a classifier's logits or an encoder's embeddings
+            static["task"] = r.task
         spec = {**common, "task": f"pass:{r.name}/{step.name}", "static": static, "input": str(prev),
                 "datasets": datasets, "out": str(out), "tokenizer": str(tok) if p.needs_tokenizer else None}
         deps = [_manifest(prev)] + [_manifest(Path(v["dir"])) for v in datasets.values()]
@@ -217,20 +280,26 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
     metrics_path = lay.base / "metrics.json"
     if r.evaluate:
         ev = r.evaluate
-        baseline = lay.step_dir(ev["baseline"]) if ev["baseline"] else None
-        static = {"evaluate": ev, "data": _data_spec(r.data[ev["data"]]), "version": EVAL_VERSION,
+        baseline, baseline_tok = lay.step_dir(ev["baseline"]) if ev["baseline"] else None, None
+        if lay.baseline_recipe is not None:  # measured with its own tokenizer, on this recipe's data
+            baseline, baseline_tok = lay.baseline_recipe.final, lay.baseline_recipe.tokenizer
+        custom_files = _custom_metric_files(project, r)
+        static = {"evaluate": ev, "task": r.task, "data": _data_spec(r.data[ev["data"]]), "version": EVAL_VERSION,
                   "libraries": digest.library_versions(EVAL_LIBRARIES), "host": host_fingerprint()}
+        if custom_files:  # the code of a custom metric is part of what it measures
+            static["custom_code"] = {n: digest.file_digest(project.root / f) for n, f in custom_files.items()}
         spec = {**common, "task": f"eval:{r.name}", "static": static, "model": str(lay.final),
                 "baseline": str(baseline) if baseline else None, "tokenizer": str(lay.tokenizer),
+                "baseline_tokenizer": str(baseline_tok) if baseline_tok else None,
+                "custom_files": custom_files, "recipe_file": shown,
                 "data_dir": str(lay.data[ev["data"]]), "out": str(metrics_path)}
         deps = [_manifest(lay.final), _manifest(lay.tokenizer), _manifest(lay.data[ev["data"]])]
-        if baseline:
-            deps.append(_manifest(baseline))
+        deps += [_manifest(Path(f)) for f in (baseline, baseline_tok) if f] + list(custom_files.values())
         yield _task(spec["task"], spec, runner.run_eval, doc=f"evaluate {r.name}",
                     file_dep=deps, outputs=[metrics_path], uptodate=static)
     if r.package:
         pkg = lay.base / "package.zip"
-        static = {"package": r.package, "recipe": r.name, "version": PACKAGE_VERSION,
+        static = {"package": r.package, "task": r.task, "recipe": r.name, "version": PACKAGE_VERSION,
                   "libraries": digest.library_versions(PACKAGE_LIBRARIES)}
         spec = {**common, "task": f"package:{r.name}", "static": static, "model": str(lay.final),
                 "tokenizer": str(lay.tokenizer), "metrics": str(metrics_path) if r.evaluate else None,
@@ -257,6 +326,21 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
     elif not final_targets and items:
         task["task_dep"].append(f"source:{r.name}")
     yield task
+
+
+def _custom_metric_files(project: Project, r: Recipe) -> dict[str, str]:
+    """Custom metric name -> its module file, relative to the project (errors name the key)."""
+    from modelmake.evaluate import module_file
+
+    out = {}
+    for i, c in enumerate(r.evaluate["custom"]):
+        file = module_file(project.root, c["function"])
+        if file is None:
+            module = c["function"].partition(":")[0]
+            raise RecipeError(_shown(project, r), f"evaluate.custom[{i}].function",
+                              f"no module {module!r} in the project folder (expected {module.replace('.', '/')}.py)")
+        out[c["name"]] = str(project.rel(file))
+    return out
 
 
 def _data_spec(spec: dict) -> dict:
@@ -287,6 +371,7 @@ def doit_config(project: Project) -> dict:
         "backend": "modelmake-sqlite3",  # doit's sqlite3 with a clear error when saving fails
         "check_file_uptodate": digest.XXH3Checker,
         "default_tasks": ["optimize"],
+        "reporter": BuildReporter,  # `--reporter console|json|...` still picks doit's own
     }
 
 

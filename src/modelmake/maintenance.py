@@ -1,17 +1,16 @@
 """`modelmake store verify` and `modelmake store gc`: keep a store healthy and bounded.
 
 gc keeps what the project's current recipes reference: the keys each task last used, recorded
-in artifacts/<recipe>/keys/ when the task ran. With a store shared between projects, run gc where
+in artifacts/<recipe>/records/ when the task ran. With a store shared between projects, run gc where
 all the recipes that use it are (or not at all): it only knows this project's references.
 """
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from modelmake.graph import compile_tasks, find_project
-from modelmake.runner import keys_record
+from modelmake import records
 from modelmake.store import Store
 
 
@@ -20,9 +19,9 @@ def live_keys(root: Path) -> set[str]:
     live: set[str] = set()
     for task in compile_tasks(project):
         for action in task.get("actions") or []:
-            record = project.root / keys_record(action[1][0])
-            if record.exists():
-                live.update(json.loads(record.read_bytes()))
+            record = records.read(action[1][0], project.root)
+            if record and isinstance(record.get("keys"), list):
+                live.update(record["keys"])
     return live
 
 
@@ -30,7 +29,7 @@ def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-def main(argv: list[str]) -> int:
+def main(command: str, argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="modelmake store", description="inspect and maintain the build store")
     sub = ap.add_subparsers(dest="command", required=True)
     v = sub.add_parser("verify", help="check every object against its manifest")

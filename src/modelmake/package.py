@@ -11,6 +11,7 @@ import os
 import zipfile
 from pathlib import Path
 
+from modelmake.evaluate import EMBEDDING_OUTPUTS
 from modelmake.passes import onnxmeta
 from modelmake.passes.session_tune import settings_of
 
@@ -19,8 +20,11 @@ _DATE = (1980, 1, 1, 0, 0, 0)
 _LEVEL = 6
 
 PREDICT_PY = '''\
-"""Classify texts with this package: python predict.py "a great movie" "a dull one"
+"""Run this package's model on texts: python predict.py "a great movie" "a dull one"
 
+A classifier prints label, probability and text per line. An embedding model (task
+feature-extraction) prints the size, norm and first values of each text's embedding; with
+--json it prints one JSON object per text holding the whole vector.
 Needs only onnxruntime, tokenizers and numpy; run it from anywhere, it finds its files beside it.
 """
 import json
@@ -53,25 +57,55 @@ def load():
     return cfg, session, tok
 
 
-def predict(texts):
+def run(texts):
+    """(config, the model's output for the texts, their attention mask)."""
     cfg, session, tok = load()
     encodings = tok.encode_batch(texts)
     columns = {"input_ids": [e.ids for e in encodings],
                "attention_mask": [e.attention_mask for e in encodings],
                "token_type_ids": [e.type_ids for e in encodings]}
     feeds = {i["name"]: np.array(columns[i["name"]], dtype=i["dtype"]) for i in cfg["inputs"]}
-    logits = session.run([cfg["output"]], feeds)[0]
+    return cfg, session.run([cfg["output"]], feeds)[0], np.array(columns["attention_mask"])
+
+
+def embed(texts):
+    """One embedding per text (float32 rows), as the model makes it."""
+    cfg, out, mask = run(texts)
+    if cfg["embedding"]["pool_tokens"]:  # token states: mean over the real tokens
+        weights = mask[..., None].astype(out.dtype)
+        out = (out * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    return out
+
+
+def predict(texts):
+    cfg, logits, _ = run(texts)
     probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probs /= probs.sum(axis=-1, keepdims=True)
     best = probs.argmax(axis=-1)
     return [(cfg["labels"].get(str(int(b)), str(int(b))), float(p[b])) for b, p in zip(best, probs)]
 
 
-if __name__ == "__main__":
-    if len(sys.argv) < 2:
+def main(args):
+    as_json = "--json" in args
+    texts = [a for a in args if a != "--json"]
+    if not texts:
         sys.exit(__doc__)
-    for text, (label, prob) in zip(sys.argv[1:], predict(sys.argv[1:])):
-        print(f"{label}\\t{prob:.4f}\\t{text}")
+    task = json.loads((HERE / "inference_config.json").read_text(encoding="utf-8")).get("task")
+    if task != "feature-extraction":
+        for text, (label, prob) in zip(texts, predict(texts)):
+            print(f"{label}\\t{prob:.4f}\\t{text}")
+        return
+    for text, vector in zip(texts, embed(texts)):
+        norm = float(np.linalg.norm(vector))
+        if as_json:
+            print(json.dumps({"text": text, "norm": norm, "embedding": [float(x) for x in vector]}))
+        else:
+            head = ", ".join(f"{float(x):+.4f}" for x in vector[:4])
+            print(f"dim={len(vector)}\\tnorm={norm:.4f}\\t[{head}, ...]\\t{text}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
 '''
 
 README_TXT = '''\
@@ -79,6 +113,13 @@ Text classifier exported by modelmake (ONNX Runtime, CPU).
 Run:   pip install onnxruntime tokenizers numpy && python predict.py "some text" "another text"
 Files: model.onnx (the model), inference_config.json (inputs, labels, session settings),
        metrics.json (accuracy, F1 and size as measured at build time), manifest.json (sha256 of every file).
+'''
+README_EMBEDDINGS_TXT = '''\
+Sentence embedding model exported by modelmake (ONNX Runtime, CPU).
+Run:   pip install onnxruntime tokenizers numpy && python predict.py [--json] "some text" "another text"
+Files: model.onnx (the model), inference_config.json (inputs, output, pooling, session settings),
+       metrics.json (similarity to the baseline model and size as measured at build time),
+       manifest.json (sha256 of every file).
 '''
 
 
@@ -97,8 +138,10 @@ def _tokenizer_block(tokenizer_dir: Path) -> dict:
     return {"file": "tokenizer.json", "pad_id": pad_id, "pad_token": pad_token}
 
 
-def inference_config(model_onnx: Path, max_length: int, tokenizer_dir: Path | None = None) -> dict:
-    """How to run the model: inputs and outputs (symbolic dims kept), labels, session settings.
+def inference_config(model_onnx: Path, max_length: int, tokenizer_dir: Path | None = None,
+                     task: str = "text-classification") -> dict:
+    """How to run the model: inputs and outputs (symbolic dims kept), labels or how the embedding
+    is pooled, session settings.
 
     The session settings are ORT's defaults, or those session-tune recorded in the model's metadata.
     """
@@ -118,6 +161,7 @@ def inference_config(model_onnx: Path, max_length: int, tokenizer_dir: Path | No
     outputs = [describe(o) for o in model.graph.output]
     config = {
         "model": "model.onnx",
+        "task": task,
         "inputs": [describe(i) for i in model.graph.input if i.name not in initializers],
         "outputs": outputs,
         "output": next((o["name"] for o in outputs if o["name"] == "logits"), outputs[0]["name"]),
@@ -127,12 +171,27 @@ def inference_config(model_onnx: Path, max_length: int, tokenizer_dir: Path | No
                     "graph_optimization_level": "ORT_ENABLE_ALL",
                     "intra_op_num_threads": 0},
     }
+    if task != "text-classification":
+        config.update(_embedding_block(outputs, props))
     tuned = settings_of(props)
     if tuned is not None:
         config["session"].update(tuned)
     if tokenizer_dir is not None:
         config["tokenizer"] = _tokenizer_block(tokenizer_dir)
     return config
+
+
+def _embedding_block(outputs: list[dict], props: dict[str, str]) -> dict:
+    """The output holding the embedding (chosen as evaluation chooses it) and how it
+    was pooled: in the graph (onnx-export records how) or, for token states, by predict.py."""
+    names = [o["name"] for o in outputs]
+    output = next((n for n in EMBEDDING_OUTPUTS if n in names), names[0])
+    pool_tokens = len(next(o for o in outputs if o["name"] == output)["shape"]) == 3
+    return {"output": output, "labels": {},
+            "embedding": {"pool_tokens": pool_tokens,
+                          "pooling": "mean" if pool_tokens else props.get(onnxmeta.POOLING),
+                          "normalized": False if pool_tokens else
+                          {"true": True, "false": False}.get(props.get(onnxmeta.NORMALIZE, ""))}}
 
 
 def _entry(name: str) -> zipfile.ZipInfo:
@@ -158,7 +217,7 @@ def build_package(out_zip: Path, model_onnx: Path, tokenizer_dir: Path, metrics:
         "inference_config.json": _dumps(config),
         "metrics.json": _dumps(metrics),
         "predict.py": PREDICT_PY.encode("utf-8"),
-        "README.txt": README_TXT.encode("utf-8"),
+        "README.txt": (README_EMBEDDINGS_TXT if "embedding" in config else README_TXT).encode("utf-8"),
     }
     for name in TOKENIZER_FILES:
         if (tokenizer_dir / name).is_file():

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from modelmake import evaluate, goals
 from modelmake import passes as registry
 from modelmake.passes import base
 
@@ -24,10 +25,12 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 WHEEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+\Z")
 BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+FUNCTION_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}\Z")   # module.sub:function
 INT64 = (-2**63, 2**63 - 1)   # TOML integers are 64-bit; tomllib accepts any size
 RESERVED_STEPS = {"source"}
-TASKS = ("text-classification",)
-EVAL_METRICS = ("accuracy", "f1", "latency", "throughput", "size")
+TASKS = evaluate.TASKS                    # model.task: what the model outputs
+EVAL_METRICS = tuple(evaluate.FAMILIES)   # the `[evaluate] metrics` families
 
 
 class RecipeError(Exception):
@@ -106,6 +109,8 @@ class Recipe:
     evaluate: dict[str, Any] | None
     package: dict[str, Any] | None
     raw_keys: dict[str, Any] = field(default_factory=dict, repr=False)
+    model_format: str = base.HF            # format of the source model (not used when model.kind == "recipe")
+    model_tokenizer: Source | None = None  # model.tokenizer: tokenizer files kept apart from the model
 
 
 # ---------------------------------------------------------------- small typed readers
@@ -177,7 +182,11 @@ def check_value(file: Path, key: str, v: Any, kind: str, choices=None, min=None,
             raise RecipeError(file, key, f"expected a finite number, got {show(v)}") from None
         if v != v or v in (float("inf"), float("-inf")):
             raise RecipeError(file, key, f"expected a finite number, got {v}")
-    if choices is not None and v not in choices:
+    if choices is not None and kind == "list[str]":  # choices of a list apply to each item
+        for i, item in enumerate(v):
+            if item not in choices:
+                raise RecipeError(file, f"{key}[{i}]", f"expected one of {', '.join(map(repr, choices))}, got {show(item)}")
+    elif choices is not None and v not in choices:
         raise RecipeError(file, key, f"expected one of {', '.join(map(repr, choices))}, got {show(v)}")
     if min is not None and v < min:
         raise RecipeError(file, key, f"must be >= {min}, got {show(v)}")
@@ -223,10 +232,10 @@ def _source(t: _Table, kinds: tuple[str, ...], root: Path | None = None) -> Sour
     return Source(kind, spec)
 
 
-def _check_local(t: _Table, rel: str, root: Path | None) -> None:
+def _check_local(t: _Table, rel: str, root: Path | None, name: str = "path") -> None:
     """A local path must name something inside or beside the project, never the project itself or
     a folder holding it (its files would include artifacts/, the build's own outputs)."""
-    key = t.key("path")
+    key = t.key(name)
     if not rel.strip() or not rel.isprintable():
         raise RecipeError(t.file, key, f"expected a file or folder relative to the project, got {show(rel)}")
     if root is None:
@@ -238,6 +247,47 @@ def _check_local(t: _Table, rel: str, root: Path | None) -> None:
     artifacts = os.path.join(root_s, "artifacts")
     if target == artifacts or target.startswith(artifacts + os.sep):
         raise RecipeError(t.file, key, f"{show(rel)} is inside artifacts/, where build outputs go")
+
+
+def _model(t: _Table, root: Path | None) -> tuple[Source, str, Source | None]:
+    """[model]: (source, its format, tokenizer source or None). The format follows from what the
+    user brings: a folder with model.onnx or a .onnx file is ONNX, a `function` makes the folder
+    a PyTorch model built by the user's code, anything else is a Hugging Face folder."""
+    src = _source(t, SOURCE_KINDS, root)
+    function = t.get("function", "str")
+    tokenizer = t.get("tokenizer", "str")
+    fmt = _local_format(src.spec["path"], root) if src.kind == "path" else base.HF
+    if function is not None:
+        key = t.key("function")
+        if src.kind != "path":
+            raise RecipeError(t.file, key, "needs model.path: the folder holding the module, the weights it "
+                                           "loads and the tokenizer files")
+        if not FUNCTION_RE.match(function):
+            raise RecipeError(t.file, key, "expected 'module:function' with the module relative to model.path "
+                                           f"(e.g. 'net:build' for {src.spec['path'].rstrip('/')}/net.py), got {show(function)}")
+        if fmt == base.ONNX:
+            raise RecipeError(t.file, key, f"model.path {show(src.spec['path'])} is an ONNX model; "
+                                           "function is for a PyTorch model built by your code")
+        src, fmt = Source("path", {**src.spec, "function": function}), base.PYTORCH
+    tok = None
+    if tokenizer is not None:
+        key = t.key("tokenizer")
+        if src.kind == "recipe":
+            raise RecipeError(t.file, key, "the tokenizer comes with the other recipe's model")
+        if fmt == base.HF:
+            raise RecipeError(t.file, key, "a Hugging Face model brings its own tokenizer files; tokenizer is "
+                                           "for an ONNX model or a PyTorch model (model.function)")
+        _check_local(t, tokenizer, root, "tokenizer")
+        tok = Source("path", {"path": tokenizer})
+    return src, fmt, tok
+
+
+def _local_format(rel: str, root: Path | None) -> str:
+    if rel.lower().endswith(".onnx") and not (root is not None and (root / rel).is_dir()):
+        return base.ONNX
+    if root is not None and (root / rel / "model.onnx").is_file():
+        return base.ONNX
+    return base.HF
 
 
 def _data(t: _Table, root: Path | None = None) -> dict[str, Any]:
@@ -286,16 +336,26 @@ def _step(t: _Table, datasets: dict) -> Step:
         if f.kind == "dataset" and v is not None and v not in datasets:
             raise RecipeError(t.file, t.key(f.name), f"unknown dataset {show(v)} (defined: {', '.join(datasets) or 'none'})")
         cfg[f.name] = list(v) if isinstance(v, list) else v
+    for f in p.fields:
+        if f.when is None or cfg[f.when[0]] == f.when[1]:
+            continue
+        # A key that would be ignored is a mistake (e.g. lora_r without method = "lora" would
+        # silently train the other way); an unset one stays out of the key, so it cannot rebuild.
+        if t.has(f.name):
+            other, value = f.when
+            raise RecipeError(t.file, t.key(f.name), f"only used when {other} = {show(value)}, and this "
+                              f"step has {other} = {show(cfg[other])}; set {other} = {show(value)} or remove the key")
+        del cfg[f.name]
     t.done([f.name for f in p.fields] + ["name", "type"])
     return Step(name, type_name, dict(sorted(cfg.items())))
 
 
-def _evaluate(t: _Table, datasets: dict, steps: list[Step]) -> dict[str, Any]:
+def _evaluate(t: _Table, datasets: dict, steps: list[Step], task: str = "text-classification") -> dict[str, Any]:
     ev: dict[str, Any] = {}
     ev["data"] = t.get("data", "str", required=True)
     if ev["data"] not in datasets:
         raise RecipeError(t.file, t.key("data"), f"unknown dataset {show(ev['data'])} (defined: {', '.join(datasets) or 'none'})")
-    metrics = t.get("metrics", "list[str]", list(EVAL_METRICS))
+    metrics = t.get("metrics", "list[str]", evaluate.default_metrics(task, t.has("baseline") or t.has("baseline_recipe")))
     for m in metrics:
         if m not in EVAL_METRICS:
             raise RecipeError(t.file, t.key("metrics"), f"unknown metric {show(m)} (known: {', '.join(EVAL_METRICS)})")
@@ -303,21 +363,132 @@ def _evaluate(t: _Table, datasets: dict, steps: list[Step]) -> dict[str, Any]:
     ev["baseline"] = t.get("baseline", "str")
     if ev["baseline"] is not None and ev["baseline"] not in {s.name for s in steps}:
         raise RecipeError(t.file, t.key("baseline"), f"unknown step {show(ev['baseline'])} (steps: {', '.join(s.name for s in steps)})")
+    ev["baseline_recipe"] = t.get("baseline_recipe", "str")
+    if ev["baseline_recipe"] is not None:
+        if ev["baseline"] is not None:
+            raise RecipeError(t.file, t.key("baseline_recipe"), "give either baseline (a step of this recipe) "
+                              "or baseline_recipe (another recipe's final model), not both")
+        if not NAME_RE.match(ev["baseline_recipe"]):
+            raise RecipeError(t.file, t.key("baseline_recipe"), f"expected a recipe name, got {show(ev['baseline_recipe'])}")
+    _check_task_metrics(t, ev, task)
     ev["max_samples"] = t.get("max_samples", "int", 0, min=0)
     ev["batch_size"] = t.get("batch_size", "int", 32, min=1)
     ev["max_length"] = t.get("max_length", "int", 128, min=8, max=4096)
     lt = t.table("latency")
     lt = lt if lt is not None else _Table(t.file, t.key("latency"), {})
+    runs = lt.get("runs", "int", 100, min=5)
+    max_runs = lt.get("max_runs", "int", None, min=5)
+    if max_runs is not None and max_runs < runs:
+        raise RecipeError(t.file, lt.key("max_runs"), f"must be >= latency.runs ({runs}), got {max_runs}")
     ev["latency"] = {
         "batch": lt.get("batch", "int", 1, min=1), "sequence": lt.get("sequence", "int", 128, min=1, max=4096),
-        "warmup": lt.get("warmup", "int", 10, min=0), "runs": lt.get("runs", "int", 100, min=5),
+        "warmup": lt.get("warmup", "int", 10, min=0), "runs": runs,
+        "max_runs": 4 * runs if max_runs is None else max_runs,
+        "stable_percent": lt.get("stable_percent", "float", 2.0, min=0.0, max=100.0),
         "threads": lt.get("threads", "int", 0, min=0),
         "throughput_batch": lt.get("throughput_batch", "int", 32, min=1),
         "throughput_runs": lt.get("throughput_runs", "int", 10, min=1),
     }
     lt.done()
+    ev["custom"] = _custom_metrics(t)
+    ev["goal"] = _goals(t, ev)
+    ev["on_goal_failure"] = t.get("on_goal_failure", "str", "fail", choices=goals.ON_FAILURE)
+    if t.has("on_goal_failure") and not ev["goal"]:
+        raise RecipeError(t.file, t.key("on_goal_failure"), "only used with goals; add [[evaluate.goal]] tables or remove the key")
+    _check_task_goals(t, ev, task)
     t.done()
     return ev
+
+
+def _check_task_metrics(t: _Table, ev: dict[str, Any], task: str) -> None:
+    """Metrics the model's task can have: no accuracy without a classifier, no similarity without
+    a baseline to compare with."""
+    if task != "text-classification":
+        for m in ev["metrics"]:
+            if m in evaluate.CLASSIFIER_ONLY:
+                raise RecipeError(t.file, t.key("metrics"), f"{m!r} needs a classifier, and model.task is {task!r} "
+                                  "(the model outputs embeddings); measure 'similarity' against a baseline instead")
+    for m in ev["metrics"]:
+        if m in evaluate.COMPARED and ev["baseline"] is None and ev["baseline_recipe"] is None:
+            raise RecipeError(t.file, t.key("metrics"), f"{m!r} compares the model's outputs with a baseline's; set "
+                              "evaluate.baseline (a step of this recipe) or evaluate.baseline_recipe (another recipe)")
+
+
+def _check_task_goals(t: _Table, ev: dict[str, Any], task: str) -> None:
+    """Similarity is itself a comparison with the baseline: it has no baseline value to drop from."""
+    for i, g in enumerate(ev["goal"]):
+        where = f"{t.key('goal')}[{i}]"
+        if task != "text-classification" and g["metric"] in evaluate.CLASSIFIER_ONLY:
+            raise RecipeError(t.file, f"{where}.metric", f"{g['metric']} needs a classifier, and model.task is {task!r}")
+        if goals.family_of(g["metric"]) in evaluate.COMPARED and goals.KINDS[g["goal"]][0]:
+            raise RecipeError(t.file, f"{where}.{g['goal']}", f"{g['metric']} already compares the model with its "
+                              "baseline (there is no baseline value of it); use at_least")
+
+
+# what a custom metric may not be called: names metrics.json already uses
+RESERVED_METRICS = ({m.split(".")[0] for f in EVAL_METRICS for m in evaluate.FAMILIES[f]}
+                    | {"samples", "threads", "runs", "baseline", "delta", "speedup_x", "compression_x", "goals"})
+METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")
+
+
+def _array(t: _Table, name: str) -> list[_Table]:
+    """An array of tables inside `t` ([[evaluate.NAME]]), each as a _Table with its index in the key."""
+    t.seen.add(name)
+    raw = t.value.get(name, [])
+    if not isinstance(raw, list):
+        raise RecipeError(t.file, t.key(name), f"expected an array of tables ([[{t.key(name)}]]), got {_type_name(raw)}")
+    return [_Table(t.file, f"{t.key(name)}[{i}]", v) for i, v in enumerate(raw)]
+
+
+def _custom_metrics(t: _Table) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for ct in _array(t, "custom"):
+        name = ct.get("name", "str", required=True)
+        if not METRIC_NAME_RE.match(name):
+            raise RecipeError(t.file, ct.key("name"), f"custom metric names use a-z, 0-9 and '_' and start with a letter; got {show(name)}")
+        if name in RESERVED_METRICS:
+            raise RecipeError(t.file, ct.key("name"), f"{show(name)} is a name metrics.json already uses; choose another")
+        if name in {c["name"] for c in out}:
+            raise RecipeError(t.file, ct.key("name"), f"duplicate custom metric {show(name)}")
+        function = ct.get("function", "str", required=True)
+        if not FUNCTION_RE.match(function) or function.partition(":")[0].endswith(".py"):
+            raise RecipeError(t.file, ct.key("function"), "expected 'module:function' with the module relative to "
+                              f"the project folder (e.g. 'mymetrics:score' for mymetrics.py), got {show(function)}")
+        out.append({"name": name, "function": function,
+                    "higher_is_better": ct.get("higher_is_better", "bool", required=True),
+                    "host_dependent": ct.get("host_dependent", "bool", False)})
+        ct.done()
+    return out
+
+
+def _goals(t: _Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
+    known = sorted({m for f in ev["metrics"] for m in evaluate.FAMILIES[f]} | {c["name"] for c in ev["custom"]})
+    out: list[dict[str, Any]] = []
+    for gt in _array(t, "goal"):
+        metric = gt.get("metric", "str", required=True)
+        if goals.direction(metric, ev["custom"]) is None:
+            hint = difflib.get_close_matches(metric, known, n=1)
+            tip = f" (did you mean '{hint[0]}'?)" if hint else f" (measured: {', '.join(known) or 'none'})"
+            raise RecipeError(t.file, gt.key("metric"), f"unknown metric {show(metric)}{tip}")
+        family = goals.family_of(metric)
+        if family is not None and family not in ev["metrics"]:
+            raise RecipeError(t.file, gt.key("metric"), f"{metric} is not measured; add {family!r} to evaluate.metrics")
+        present = [k for k in goals.KINDS if gt.has(k)]
+        if len(present) != 1:
+            found = " and ".join(present) if present else "none"
+            raise RecipeError(t.file, gt.path, f"needs exactly one of {', '.join(goals.KINDS)} (found {found})")
+        kind = present[0]
+        relative, _, lowest = goals.KINDS[kind]
+        target = gt.get(kind, "float", min=lowest)
+        if kind == "min_speedup" and not goals.speedup_allowed(metric):
+            raise RecipeError(t.file, gt.key(kind), f"a speed-up compares times or rates ({', '.join(evaluate.TIMED)}); "
+                              f"for {metric} use min_improvement_percent")
+        if relative and ev["baseline"] is None and ev["baseline_recipe"] is None:
+            raise RecipeError(t.file, gt.key(kind), "compares with a baseline; set evaluate.baseline (a step of "
+                              "this recipe) or evaluate.baseline_recipe (another recipe)")
+        gt.done(["metric", *goals.KINDS])
+        out.append({"metric": metric, "goal": kind, "target": target})
+    return out
 
 
 def _package(t: _Table) -> dict[str, Any]:
@@ -355,8 +526,11 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
     top = _Table(shown, "", raw)
     description = top.get("description", "str", "")
     mt = top.table("model", required=True)
-    model = _source(mt, SOURCE_KINDS, root)
+    model, model_format, model_tokenizer = _model(mt, root)
     task = mt.get("task", "str", "text-classification", choices=TASKS)
+    if task != "text-classification" and model_format == base.PYTORCH:
+        raise RecipeError(shown, "model.task", f"{task!r} takes a Hugging Face or ONNX model; model.function "
+                          "builds a classifier (logits)")
     mt.done()
 
     datasets: dict[str, dict] = {}
@@ -377,13 +551,18 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
         if step.name in {s.name for s in steps}:
             raise RecipeError(shown, f"pass[{i}].name", f"duplicate step name {step.name!r}")
         steps.append(step)
+        allowed = registry.get(step.type).tasks
+        if allowed is not None and task not in allowed:
+            raise RecipeError(shown, f"pass[{i}].type", f"{step.type!r} is for model.task "
+                              f"{' or '.join(map(repr, allowed))}, and this recipe's is {task!r}")
 
     et = top.table("evaluate")
-    evaluate = _evaluate(et, datasets, steps) if et is not None else None
+    evaluate = _evaluate(et, datasets, steps, task) if et is not None else None
     pt = top.table("package")
     package = _package(pt) if pt is not None else None
     top.done(["description", "model", "data", "pass", "evaluate", "package"])
-    recipe = Recipe(name, Path(file), description, model, task, datasets, steps, evaluate, package)
+    recipe = Recipe(name, Path(file), description, model, task, datasets, steps, evaluate, package,
+                    model_format=model_format, model_tokenizer=model_tokenizer)
     _check_formats(recipe, shown)
     return recipe
 
@@ -392,20 +571,32 @@ def _check_formats(r: Recipe, shown: str) -> None:
     """Static format flow when the model is not another recipe's (that is checked at link time)."""
     if r.model.kind == "recipe":
         return
-    fmt = base.HF
+    _check_flow(r, r.model_format, shown)
+
+
+def _check_flow(r: Recipe, fmt: str, shown: str) -> None:
+    """Each pass must accept the format of its input; evaluation and packaging need ONNX."""
     for i, s in enumerate(r.steps):
         p = registry.get(s.type)
-        if p.input_format != fmt:
+        if not p.accepts(fmt):
+            needs = " or ".join(_fmt(f) for f in p.input_formats)
             raise RecipeError(shown, f"pass[{i}].type",
-                              f"{s.type!r} needs a {_fmt(p.input_format)} model but step input is a {_fmt(fmt)} model")
+                              f"{s.type!r} needs {_a(needs)} model but step input is {_a(_fmt(fmt))} model")
         fmt = p.output_format
+        if r.evaluate and r.evaluate["baseline"] == s.name and fmt != base.ONNX:
+            raise RecipeError(shown, "evaluate.baseline", f"step {s.name!r} makes a {_fmt(fmt)} model; "
+                              "a baseline is measured like the final model, so it must be ONNX")
     if (r.evaluate or r.package) and fmt != base.ONNX:
         raise RecipeError(shown, "evaluate" if r.evaluate else "package",
                           "needs an ONNX model; add an onnx-export pass")
 
 
 def _fmt(f: str) -> str:
-    return {"hf": "Hugging Face", "onnx": "ONNX"}[f]
+    return base.FORMAT_NAMES.get(f, f)
+
+
+def _a(name: str) -> str:
+    return f"an {name}" if name[:1] in "AEIOU" else f"a {name}"
 
 
 def load_recipes(recipes_dir: Path, display_root: Path | None = None) -> dict[str, Recipe]:
@@ -416,6 +607,11 @@ def load_recipes(recipes_dir: Path, display_root: Path | None = None) -> dict[st
         recipes[file.stem] = parse_recipe(file, shown)
     for r in recipes.values():
         _link(r, recipes, display_root)
+    for r in recipes.values():
+        _check_linked_tasks(r, recipes, _shown(r, display_root))
+    for r in recipes.values():  # after every chain is known to end: output_format follows them
+        if r.evaluate and r.evaluate["baseline_recipe"] is not None:
+            _check_baseline_recipe(r, recipes, _shown(r, display_root))
     return recipes
 
 
@@ -435,24 +631,40 @@ def _link(r: Recipe, recipes: dict[str, Recipe], root: Path | None) -> None:
         seen.append(target)
         cur = recipes[target]
     if r.model.kind == "recipe":
+        _check_flow(r, output_format(recipes[r.model.spec["recipe"]], recipes), _shown(r, root))
+
+
+def _check_linked_tasks(r: Recipe, recipes: dict[str, Recipe], shown: str) -> None:
+    """Another recipe's ONNX model, as input or baseline, has that recipe's task: logits and
+    embeddings do not mix. (A Hugging Face model from it may be exported either way.)"""
+    if r.model.kind == "recipe":
         up = recipes[r.model.spec["recipe"]]
-        fmt = output_format(up, recipes)
-        if fmt is None:
-            raise RecipeError(_shown(r, root), "model.recipe", f"recipe {up.name!r} has no passes, so it has no output model")
-        for i, s in enumerate(r.steps):
-            p = registry.get(s.type)
-            if p.input_format != fmt:
-                raise RecipeError(_shown(r, root), f"pass[{i}].type",
-                                  f"{s.type!r} needs a {_fmt(p.input_format)} model but step input is a {_fmt(fmt)} model")
-            fmt = p.output_format
-        if (r.evaluate or r.package) and fmt != base.ONNX:
-            raise RecipeError(_shown(r, root), "evaluate" if r.evaluate else "package",
-                              "needs an ONNX model; add an onnx-export pass")
+        if up.task != r.task and output_format(up, recipes) == base.ONNX:
+            raise RecipeError(shown, "model.task", f"recipe {up.name!r} makes an ONNX {up.task} model; "
+                              f"set model.task = {up.task!r}")
+    other = r.evaluate and r.evaluate.get("baseline_recipe")
+    if other in recipes and recipes[other].task != r.task:
+        raise RecipeError(shown, "evaluate.baseline_recipe", f"recipe {other!r} makes a {recipes[other].task} "
+                          f"model and this recipe a {r.task} model; a baseline must do the same task")
 
 
-def output_format(r: Recipe, recipes: dict[str, Recipe]) -> str | None:
+def _check_baseline_recipe(r: Recipe, recipes: dict[str, Recipe], shown: str) -> None:
+    other = r.evaluate["baseline_recipe"]
+    key = "evaluate.baseline_recipe"
+    if other == r.name:
+        raise RecipeError(shown, key, "names this recipe; a baseline is another recipe's final model "
+                          "(or use evaluate.baseline for a step of this one)")
+    if other not in recipes:
+        raise RecipeError(shown, key, f"unknown recipe {show(other)} (recipes: {', '.join(sorted(recipes))})")
+    fmt = output_format(recipes[other], recipes)
+    if fmt != base.ONNX:
+        raise RecipeError(shown, key, f"recipe {other!r} makes a {_fmt(fmt)} model; a baseline must be ONNX")
+
+
+def output_format(r: Recipe, recipes: dict[str, Recipe]) -> str:
+    """Format of a recipe's final model: its last pass's output, else its input model's."""
     if r.steps:
         return registry.get(r.steps[-1].type).output_format
     if r.model.kind == "recipe":
         return output_format(recipes[r.model.spec["recipe"]], recipes)
-    return None
+    return r.model_format

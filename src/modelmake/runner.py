@@ -10,37 +10,26 @@ import json
 import random
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from doit.exceptions import TaskFailed
 
-from modelmake import digest, passes, targets
+from modelmake import digest, keys, passes, records, targets
+from modelmake.keys import folder_content as _content
 from modelmake.progress import say
-from modelmake.store import Store, atomic_file
+from modelmake.store import Store
 
 
-def _content(folder: str | Path) -> str:
-    """A folder's content digest: the digest of its manifest's bytes."""
-    return digest.bytes_digest((Path(folder) / digest.MANIFEST).read_bytes())
-
-
-def keys_record(spec: dict) -> Path:
-    """Where a task records the store keys it used (read by `modelmake store gc`)."""
-    return Path(spec["base"]) / "keys" / (_file_stem(spec["task"]) + ".json")
-
-
-def _file_stem(task: str) -> str:
-    return task.replace(":", "-").replace("/", "-")
-
-
-def _guarded(action: Callable[[dict], None], spec: dict) -> bool | TaskFailed:
+def _guarded(action: Callable[[dict, Store], dict | None], spec: dict) -> dict | TaskFailed:
     store = Store(spec["store"])
+    t0 = time.monotonic()
     try:
-        action(spec, store)
-        _record_keys(spec, store.used)
+        result = action(spec, store) or {}
+        _record(spec, store, result, time.monotonic() - t0)
     except Exception as e:  # noqa: BLE001 - every step failure becomes one line + a log
-        log = Path(spec["logs"]) / (_file_stem(spec["task"]) + ".log")
+        log = Path(spec["logs"]) / (records.file_stem(spec["task"]) + ".log")
         try:
             log.parent.mkdir(parents=True, exist_ok=True)
             log.write_text(traceback.format_exc())
@@ -48,16 +37,28 @@ def _guarded(action: Callable[[dict], None], spec: dict) -> bool | TaskFailed:
         except OSError:
             where = ""
         first = (str(e).strip().splitlines() or [""])[0]
-        message = f"{spec['task']} failed: {e.__class__.__name__}: {first}{where}"
+        if getattr(e, "plain", False):  # written for the user (a goals verdict, a custom metric's error)
+            where = where if e.__cause__ is not None else ""  # a traceback helps only when their code raised
+        else:
+            first = f"{e.__class__.__name__}: {first}"
+        message = f"{spec['task']} failed: {first}{where}"
         say(f"error: {message}")
         return TaskFailed(message)
-    return True
+    # doit keeps a returned dict as the task's values: the build reporter shows this outcome
+    return {"outcome": "built" if result.get("built") else "restored" if store.used else "done"}
 
 
-def _record_keys(spec: dict, keys: list[str]) -> None:
-    """Which store objects this task's targets came from: `modelmake store gc` keeps these."""
-    if keys:
-        atomic_file(keys_record(spec), lambda tmp: tmp.write_bytes(digest.canonical(sorted(set(keys)))))
+def _record(spec: dict, store: Store, result: dict, seconds: float) -> None:
+    """What this run produced and from what (see records.py); `modelmake store gc` keeps its keys,
+    `modelmake why` compares its settings and inputs, reports show its times."""
+    key = result.get("key")
+    meta = store.meta(key) if key else None
+    records.write(spec, {
+        "key": key, "keys": sorted(set(store.used)), "built": result.get("built", False),
+        "seconds": round(seconds, 3), "build_seconds": (meta or {}).get("build_seconds"),
+        "settings": keys.static_of(spec),
+        "inputs": {role: _content(folder) for role, folder in keys.inputs(spec).items()},
+    })
 
 
 def _place(obj: Path, dest: Path, label: str) -> None:
@@ -74,27 +75,22 @@ def _report(task: str, key: str, built: bool, seconds: float) -> None:
 
 # ---------------------------------------------------------------- source
 def _run_source(spec: dict, store: Store) -> None:
-    from modelmake.sources import fetch, local_files
+    from modelmake.sources import fetch
 
     root = Path(spec["root"])
-    fetched = []
+    fetched, built_items = [], []
     for item in spec["items"]:  # fetch everything first: a failed item leaves no target at all
         src = item["source"]
         label = f"{spec['task']} {item['what']}"
-        if src["kind"] == "path":
-            # a local path is its own pin: its content is the key
-            path = root / src["path"]
-            files = local_files(path) if path.exists() else []
-            content = {str(f.relative_to(path) if path.is_dir() else f.name): digest.file_digest(f) for f in files}
-            key = digest.key_of({"kind": "source", "source": src, "content": content, "version": spec["version"]})
-        else:
-            key = digest.key_of({"kind": "source", "source": src, "version": spec["version"]})
+        key = keys.source_item_key(item, root, spec["version"])
         t0 = time.monotonic()
         obj, built = store.get_or_build(key, lambda out, s=src: fetch(s, out, root), label)
         _report(label, key, built, time.monotonic() - t0)
         fetched.append((obj, Path(item["out"]), label))
+        built_items.append(built)
     for obj, out, label in fetched:
         _place(obj, out, label)
+    return {"built": any(b for b in built_items)}
 
 
 # ---------------------------------------------------------------- passes
@@ -114,28 +110,25 @@ def _run_pass(spec: dict, store: Store) -> None:
     from modelmake.passes.base import StepContext
 
     static = spec["static"]
-    key = digest.key_of({
-        "kind": "pass", **static, "input": _content(spec["input"]),
-        "data_content": {n: _content(d["dir"]) for n, d in spec["datasets"].items()},
-        "tokenizer": _content(spec["tokenizer"]) if spec["tokenizer"] else None,
-    })
+    key = keys.pass_key(spec, _content)
     p = passes.get(static["type"])
 
     def build(out: Path) -> None:
         ctx = StepContext(config=static["config"], model_dir=Path(spec["input"]), out_dir=out,
                           datasets=_load_datasets(spec["datasets"]), step=spec["task"],
                           tokenizer_dir=Path(spec["tokenizer"]) if spec["tokenizer"] else None)
+        if "task" in static:  # task_dependent passes only: the task is in their key
+            ctx.task = static["task"]
         p.run_function()(ctx)
 
     t0 = time.monotonic()
     obj, built = store.get_or_build(key, build, spec["task"])
     _place(obj, Path(spec["out"]), spec["task"])
     _report(spec["task"], key, built, time.monotonic() - t0)
+    return {"key": key, "built": built}
 
 
 # ---------------------------------------------------------------- evaluation
-PORTABLE = ("accuracy", "f1", "size_mb", "samples")  # metrics that do not depend on the host
-
 
 def _test_split(spec: dict) -> tuple[list[str], list[int]]:
     from modelmake.data import load_dataset
@@ -148,45 +141,157 @@ def _test_split(spec: dict) -> tuple[list[str], list[int]]:
     return [t for t, _ in rows], [y for _, y in rows]
 
 
-def _measure(spec: dict, models: dict[str, str], texts, labels, store: Store) -> dict[str, dict]:
-    """Metrics of the model and its baseline ({role: folder}).
+def _eval_models(spec: dict) -> dict[str, tuple[str, str]]:
+    """role -> (model folder, tokenizer folder) of every model the eval task measures."""
+    models = {"model": (spec["model"], spec["tokenizer"])}
+    if spec["baseline"]:
+        models["baseline"] = (spec["baseline"], spec.get("baseline_tokenizer") or spec["tokenizer"])
+    return models
 
-    Quality is stored per model (it is a property of the model and data alone). Timings of the
-    model and its baseline are measured together, in this run, and stored as one object keyed by
-    both and by the host: a speed-up is a ratio of two timings, and timings taken at different
-    moments on a shared machine do not make a trustworthy ratio.
-    """
+
+@dataclass
+class _Measuring:
+    """What every metric family needs: the models, the test split, the store, the key parts."""
+
+    spec: dict
+    models: dict[str, tuple[str, str]]
+    texts: list[str]
+    labels: list[int]
+    store: Store
+
+    @property
+    def ev(self) -> dict:
+        return self.spec["static"]["evaluate"]
+
+    def key(self, kind: str, role: str | None = None, **parts) -> str:
+        """A measurement's key: the data, versions and, for one model, its content. Goals and the
+        other settings of [evaluate] stay out, so changing them re-measures nothing."""
+        static, ev = self.spec["static"], self.ev
+        common = {"kind": kind, "data": _content(self.spec["data_dir"]), "data_spec": static["data"],
+                  "max_samples": ev["max_samples"], "version": static["version"], "libraries": static["libraries"]}
+        if role is not None:
+            folder, tok = self.models[role]
+            common.update(model=_content(folder), tokenizer=_content(tok))
+        return digest.key_of({**common, **parts})
+
+    def stored(self, key: str, what: str, compute: Callable[[], dict]) -> dict:
+        return _stored_json(self.store, key, f"{self.spec['task']} {what}", compute)
+
+    def path(self, role: str) -> tuple[Path, Path]:
+        folder, tok = self.models[role]
+        return Path(folder) / "model.onnx", Path(tok)
+
+
+def _quality(m: _Measuring) -> dict[str, dict]:
+    """Accuracy and F1, stored per model: a property of the model and data alone."""
+    if not {"accuracy", "f1"} & set(m.ev["metrics"]):
+        return {}
     from modelmake import evaluate
 
-    static, ev = spec["static"], spec["static"]["evaluate"]
-    tok = Path(spec["tokenizer"])
-    common = {"tokenizer": _content(tok), "data": _content(spec["data_dir"]), "data_spec": static["data"],
-              "max_samples": ev["max_samples"], "version": static["version"], "libraries": static["libraries"]}
-    out: dict[str, dict] = {role: {} for role in models}
-    if {"accuracy", "f1"} & set(ev["metrics"]):
-        for role, folder in models.items():
-            key = digest.key_of({"kind": "quality", **common, "model": _content(folder),
-                                 "max_length": ev["max_length"], "batch_size": ev["batch_size"]})
-            out[role].update(_stored_json(store, key, f"{spec['task']} {Path(folder).name} quality",
-                                          lambda f=folder: evaluate.measure_quality(
-                                              Path(f) / "model.onnx", tok, texts, labels,
-                                              batch_size=ev["batch_size"], max_length=ev["max_length"])))
-    if {"latency", "throughput"} & set(ev["metrics"]):
-        lat = ev["latency"]
-        key = digest.key_of({"kind": "latency", **common, "latency": lat, "host": static["host"],
-                             "models": {role: _content(folder) for role, folder in models.items()}})
+    out = {}
+    for role in m.models:
+        model, tok = m.path(role)
+        key = m.key("quality", role, max_length=m.ev["max_length"], batch_size=m.ev["batch_size"])
+        out[role] = m.stored(key, f"{role} quality", lambda model=model, tok=tok: evaluate.measure_quality(
+            model, tok, m.texts, m.labels, batch_size=m.ev["batch_size"], max_length=m.ev["max_length"]))
+    return out
 
-        def timings() -> dict:
-            return {role: evaluate.measure_latency(
-                Path(folder) / "model.onnx", tok, texts, batch=lat["batch"], sequence=lat["sequence"],
-                warmup=lat["warmup"], runs=lat["runs"], threads=lat["threads"],
-                throughput_batch=lat["throughput_batch"], throughput_runs=lat["throughput_runs"])
-                for role, folder in models.items()}
-        for role, res in _stored_json(store, key, f"{spec['task']} latency", timings).items():
-            out[role].update(res)
-    if "size" in ev["metrics"]:
-        for role, folder in models.items():
-            out[role]["size_mb"] = evaluate.size_mb(Path(folder) / "model.onnx")
+
+def _similarity(m: _Measuring) -> dict[str, dict]:
+    """Cosine of the model's outputs with the baseline's on the test texts: one result of the
+    model, stored under a key holding both models' content."""
+    if "similarity" not in m.ev["metrics"]:
+        return {}
+    from modelmake import evaluate
+
+    task = m.spec["static"].get("task", "text-classification")
+    key = m.key("similarity", task=task, max_length=m.ev["max_length"], batch_size=m.ev["batch_size"],
+                models={role: [_content(f), _content(t)] for role, (f, t) in m.models.items()})
+    return {"model": m.stored(key, "similarity", lambda: evaluate.measure_similarity(
+        m.path("model"), m.path("baseline"), m.texts, task, batch_size=m.ev["batch_size"],
+        max_length=m.ev["max_length"]))}
+
+
+def _timings(m: _Measuring) -> dict[str, dict]:
+    """Latency and throughput of every model, timed in turns in one run and stored as one
+    object keyed by all of them and by the host: a speed-up is a ratio of two timings, and
+    timings taken at different moments on a shared machine do not make a trustworthy one."""
+    if not {"latency", "throughput"} & set(m.ev["metrics"]):
+        return {}
+    from modelmake import evaluate
+
+    lat = m.ev["latency"]
+    key = m.key("latency", latency=lat, host=m.spec["static"]["host"],
+                models={role: [_content(f), _content(t)] for role, (f, t) in m.models.items()})
+
+    def timings() -> dict:
+        return evaluate.measure_latencies(
+            {role: m.path(role) for role in m.models}, m.texts, batch=lat["batch"], sequence=lat["sequence"],
+            warmup=lat["warmup"], runs=lat["runs"], threads=lat["threads"], throughput_batch=lat["throughput_batch"],
+            throughput_runs=lat["throughput_runs"], max_runs=lat["max_runs"], stable_percent=lat["stable_percent"])
+    return m.stored(key, "latency", timings)
+
+
+def _memory(m: _Measuring) -> dict[str, dict]:
+    """Peak memory of each model's session at the latency batch, per model and host."""
+    if "memory" not in m.ev["metrics"]:
+        return {}
+    from modelmake import evaluate
+
+    lat = m.ev["latency"]
+    setup = {"batch": lat["batch"], "sequence": lat["sequence"], "threads": lat["threads"],
+             "runs": evaluate.MEMORY_RUNS}
+    out = {}
+    for role in m.models:
+        model, tok = m.path(role)
+        key = m.key("memory", role, memory=setup, host=m.spec["static"]["host"])
+        out[role] = m.stored(key, f"{role} memory", lambda model=model, tok=tok: evaluate.measure_memory(
+            model, tok, m.texts, batch=lat["batch"], sequence=lat["sequence"], threads=lat["threads"]))
+    return out
+
+
+def _size(m: _Measuring) -> dict[str, dict]:
+    if "size" not in m.ev["metrics"]:
+        return {}
+    from modelmake import evaluate
+
+    return {role: {"size_mb": evaluate.size_mb(m.path(role)[0])} for role in m.models}
+
+
+def _custom(m: _Measuring) -> dict[str, dict]:
+    """The recipe's own metrics, per model; keyed by their module's content (and the host, when
+    they say they depend on it)."""
+    from modelmake import evaluate
+
+    out: dict[str, dict] = {role: {} for role in m.models}
+    for i, c in enumerate(m.ev["custom"]):
+        file = m.spec["custom_files"][c["name"]]
+        where = f"{m.spec['recipe_file']}: evaluate.custom[{i}].function"
+        extra = {"host": m.spec["static"]["host"]} if c["host_dependent"] else {}
+        for role in m.models:
+            model, tok = m.path(role)
+            key = m.key("custom", role, metric=c, code=m.spec["static"]["custom_code"][c["name"]],
+                        max_length=m.ev["max_length"], batch_size=m.ev["batch_size"], **extra)
+            out[role].update(m.stored(key, f"{role} {c['name']}", lambda model=model, tok=tok: evaluate.measure_custom(
+                c["name"], c["function"], Path(file), where, model, tok, m.texts, m.labels,
+                batch_size=m.ev["batch_size"], max_length=m.ev["max_length"])))
+    return out
+
+
+# Each family measures what [evaluate] metrics asks of it and returns {role: {metric: value}}.
+# Another family is one more function here and a row in evaluate.FAMILIES.
+_FAMILIES: tuple[Callable[[_Measuring], dict[str, dict]], ...] = (_quality, _similarity, _timings, _memory, _size,
+                                                                       _custom)
+
+
+def _measure(spec: dict, models: dict[str, tuple[str, str]], texts, labels, store: Store) -> dict[str, dict]:
+    """Metrics of the model and its baseline ({role: (model folder, tokenizer folder)}); every
+    measurement is a store object of its own, reused by other recipes and later runs."""
+    m = _Measuring(spec, models, texts, labels, store)
+    out: dict[str, dict] = {role: {} for role in models}
+    for family in _FAMILIES:
+        for role, values in family(m).items():
+            out[role].update(values)
     return out
 
 
@@ -201,13 +306,17 @@ def _stored_json(store: Store, key: str, label: str, compute: Callable[[], dict]
     return json.loads((obj / "result.json").read_bytes())
 
 
+# per-model facts and interval bounds: a difference of them means nothing
+_NO_DELTA = ("samples", "runs", "threads", "latency_ms.p50_ci_low", "latency_ms.p50_ci_high")
+
+
 def combine(final: dict, baseline: dict | None) -> dict:
     """Flat metrics: the model's, the baseline's under `baseline.`, differences under `delta.`."""
     metrics = dict(final)
     if baseline:
         for k, v in baseline.items():
             metrics[f"baseline.{k}"] = v
-            if k in final and k not in ("samples", "runs", "threads"):
+            if k in final and k not in _NO_DELTA:
                 metrics[f"delta.{k}"] = final[k] - v
         if final.get("latency_ms.p50") and baseline.get("latency_ms.p50"):
             metrics["speedup_x.latency_p50"] = baseline["latency_ms.p50"] / final["latency_ms.p50"]
@@ -217,28 +326,45 @@ def combine(final: dict, baseline: dict | None) -> dict:
 
 
 def _run_eval(spec: dict, store: Store) -> None:
-    static = spec["static"]
-    key = digest.key_of({"kind": "eval", **static, "model": _content(spec["model"]),
-                         "baseline": _content(spec["baseline"]) if spec["baseline"] else None,
-                         "tokenizer": _content(spec["tokenizer"]), "data": _content(spec["data_dir"])})
+    from modelmake import goals
+
+    key = keys.eval_key(spec, _content)
+    ev = spec["static"]["evaluate"]
+    recipe = spec["task"].split(":", 1)[1]
 
     def build(folder: Path) -> None:
         texts, labels = _test_split(spec)
-        models = {"model": spec["model"], **({"baseline": spec["baseline"]} if spec["baseline"] else {})}
+        models = _eval_models(spec)
         measured = _measure(spec, models, texts, labels, store)
         metrics = combine(measured["model"], measured.get("baseline"))
+        if ev["goal"]:
+            metrics["goals"] = goals.check(ev["goal"], metrics, ev["custom"])
+            if not metrics["goals"]["passed"] and ev["on_goal_failure"] == "fail":
+                print_metrics(recipe, metrics)
+                raise goals.GoalsFailed(goals.failure_line(metrics["goals"]))
         (folder / "metrics.json").write_bytes(json.dumps(metrics, indent=1, sort_keys=True).encode() + b"\n")
 
     t0 = time.monotonic()
-    obj, built = store.get_or_build(key, build, spec["task"])
+    try:
+        obj, built = store.get_or_build(key, build, spec["task"])
+    except Exception:
+        # metrics.json of an earlier build would pass for this recipe's: no metrics, no target
+        targets.remove(Path(spec["out"]))
+        raise
     _place(obj / "metrics.json", Path(spec["out"]), spec["task"])
     _report(spec["task"], key, built, time.monotonic() - t0)
-    print_metrics(spec["task"].split(":", 1)[1], json.loads((obj / "metrics.json").read_bytes()))
+    metrics = json.loads((obj / "metrics.json").read_bytes())
+    print_metrics(recipe, metrics)
+    if not metrics.get("goals", {"passed": True})["passed"]:
+        say(f"warning: {spec['task']}: {goals.failure_line(metrics['goals'])}")
+    return {"key": key, "built": built}
 
 
 def print_metrics(recipe: str, metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    from modelmake import goals
 
     table = Table(title=f"metrics: {recipe}")
     table.add_column("metric")
@@ -248,13 +374,19 @@ def print_metrics(recipe: str, metrics: dict) -> None:
         table.add_column("baseline", justify="right")
         table.add_column("delta", justify="right")
     for k, v in metrics.items():
-        if k.startswith(("baseline.", "delta.")):
+        if k.startswith(("baseline.", "delta.")) or not isinstance(v, (int, float)):
             continue
         row = [k, _fmt(v)]
         if has_base:
             row += [_fmt(metrics.get(f"baseline.{k}")), _fmt(metrics.get(f"delta.{k}"), signed=True)]
         table.add_row(*row)
     Console(soft_wrap=True).print(table)
+    verdict = metrics.get("goals")
+    if verdict:
+        met = sum(r["passed"] for r in verdict["results"])
+        say(f"goals of {recipe}: {met} of {len(verdict['results'])} met")
+        for r in verdict["results"]:
+            say(f"  {'ok    ' if r['passed'] else 'FAILED'} {goals.describe(r)}")
 
 
 def _fmt(v: Any, signed: bool = False) -> str:
@@ -270,18 +402,13 @@ def _run_package(spec: dict, store: Store) -> None:
     from modelmake import package
 
     static = spec["static"]
-    metrics = {}
-    if spec["metrics"]:
-        # timings belong to the host that measured them, not to the artifact: keeping them out
-        # makes the package byte-identical wherever it is built
-        metrics = {k: v for k, v in json.loads(Path(spec["metrics"]).read_bytes()).items()
-                   if k.removeprefix("baseline.").removeprefix("delta.") in PORTABLE}
-    key = digest.key_of({"kind": "package", **static, "model": _content(spec["model"]),
-                         "tokenizer": _content(spec["tokenizer"]), "metrics": metrics})
+    metrics = keys.portable_metrics(json.loads(Path(spec["metrics"]).read_bytes())) if spec["metrics"] else {}
+    key = keys.package_key(spec, _content, metrics)
 
     def build(folder: Path) -> None:
         model = Path(spec["model"]) / "model.onnx"
-        config = package.inference_config(model, static["package"]["max_length"])
+        config = package.inference_config(model, static["package"]["max_length"],
+                                          task=static.get("task", "text-classification"))
         package.build_package(folder / "package.zip", model, Path(spec["tokenizer"]), metrics, config,
                               {"recipe": static["recipe"], "libraries": static["libraries"]})
 
@@ -289,6 +416,7 @@ def _run_package(spec: dict, store: Store) -> None:
     obj, built = store.get_or_build(key, build, spec["task"])
     _place(obj / "package.zip", Path(spec["out"]), spec["task"])
     _report(spec["task"], key, built, time.monotonic() - t0)
+    return {"key": key, "built": built}
 
 
 def _publish_model(spec: dict, store: Store) -> None:

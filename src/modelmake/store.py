@@ -7,8 +7,10 @@ Every object is verified against its manifest before it is used; a damaged one i
 """
 from __future__ import annotations
 
+import datetime as _dt
 import errno
 import fcntl
+import json
 import os
 import shutil
 import stat
@@ -31,6 +33,18 @@ class Store:
     # -- layout
     def object_dir(self, key: str) -> Path:
         return self.root / "objects" / key[:2] / key
+
+    def meta_file(self, key: str) -> Path:
+        # beside the object, not in it: build facts must not change the object's content digest
+        return self.root / "meta" / key[:2] / f"{key}.json"
+
+    def meta(self, key: str) -> dict | None:
+        """How the object was built ({"build_seconds", "built_at"}), or None when unknown."""
+        try:
+            data = json.loads(self.meta_file(key).read_bytes())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def _scratch(self, name: str) -> Path:
         d = self.root / "tmp" / f"{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
@@ -102,11 +116,21 @@ class Store:
                 return obj, False
             scratch = self._scratch(key[:16])
             try:
+                t0 = time.monotonic()
                 build(scratch)
-                return self.publish(key, scratch), True
+                seconds = time.monotonic() - t0
+                obj = self.publish(key, scratch)
+                self._write_meta(key, {"build_seconds": round(seconds, 3), "built_at": _now()})
+                return obj, True
             finally:
                 if scratch.exists():
                     rmtree(scratch)
+
+    def _write_meta(self, key: str, meta: dict) -> None:
+        try:
+            atomic_file(self.meta_file(key), lambda tmp: tmp.write_bytes(digest.canonical(meta)))
+        except OSError:
+            pass  # build facts are informative; losing them must not fail a finished build
 
     # -- maintenance
     def keys(self) -> list[str]:
@@ -141,6 +165,7 @@ class Store:
             if not dry_run:
                 with self.lock(key, f"gc {key[:12]}"):
                     self.discard(key)
+                    self.meta_file(key).unlink(missing_ok=True)
         tmp = self.root / "tmp"
         now = time.time()
         for leftover in (tmp.iterdir() if tmp.is_dir() else []):
@@ -149,6 +174,10 @@ class Store:
                 if not dry_run:
                     rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         return dead, freed
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def sweep_leftovers(dest: Path) -> None:

@@ -15,6 +15,11 @@ from modelmake.progress import say
 # Model formats a step consumes or produces.
 HF = "hf"      # a Hugging Face folder: config.json, weights, tokenizer files
 ONNX = "onnx"  # a folder holding model.onnx (metadata_props carry what later passes need)
+# a folder of the user's Python code, the weights it loads and tokenizer files, plus ENTRY_FILE
+# naming the `module:function` that builds (torch.nn.Module, example inputs)
+PYTORCH = "pytorch"
+ENTRY_FILE = "modelmake-pytorch.json"
+FORMAT_NAMES = {HF: "Hugging Face", ONNX: "ONNX", PYTORCH: "PyTorch"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,9 @@ class Field:
     min: float | None = None
     max: float | None = None
     required: bool = False
+    # (other field, value): the key applies only when that field has that value. Setting it
+    # otherwise is a recipe error, and it is left out of the normalized config (and so the key).
+    when: tuple[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -36,16 +44,36 @@ class Pass:
     type: str                   # the name recipes use in `type = "..."`
     summary: str                # one line for docs and errors
     fields: tuple[Field, ...]
-    input_format: str           # HF or ONNX
+    input_format: str           # HF, ONNX or PYTORCH (see also more_input_formats)
     output_format: str
     version: int                # bump when the same inputs and config give different output
     libraries: tuple[str, ...]  # distributions whose versions shape the output (part of the key)
     run: str                    # "module:function", imported only when the step executes
     needs_tokenizer: bool = False  # StepContext.tokenizer_dir is set (its content is in the key)
     host_dependent: bool = False   # output depends on this host (e.g. tuned by timing): host in key
+    # (field, value, distributions): libraries in the key only when config[field] == value, so an
+    # upgrade of a library one mode uses (peft for LoRA) does not rebuild the other mode's steps
+    libraries_when: tuple[tuple[str, Any, tuple[str, ...]], ...] = ()
+    # further formats the run function reads besides input_format (it tells them apart itself)
+    more_input_formats: tuple[str, ...] = ()
+    # output depends on the recipe's model.task: the task is in its key and in StepContext.task
+    task_dependent: bool = False
+    # model.task values the pass works for; None = any (an ONNX pass does not care what it optimizes)
+    tasks: tuple[str, ...] | None = None
+
+    @property
+    def input_formats(self) -> tuple[str, ...]:
+        return (self.input_format, *self.more_input_formats)
+
+    def accepts(self, fmt: str) -> bool:
+        return fmt in self.input_formats
 
     def field(self, name: str) -> Field | None:
         return next((f for f in self.fields if f.name == name), None)
+
+    def libraries_for(self, config: dict[str, Any]) -> tuple[str, ...]:
+        extra = tuple(d for f, v, dists in self.libraries_when if config.get(f) == v for d in dists)
+        return tuple(self.libraries) + extra
 
     def run_function(self) -> Callable[["StepContext"], None]:
         module, _, func = self.run.partition(":")
@@ -56,12 +84,13 @@ class Pass:
 class StepContext:
     """Everything a pass run may read or write. A pass writes only below `out_dir`."""
 
-    config: dict[str, Any]        # validated, every default filled in
-    model_dir: Path               # input model folder (format = Pass.input_format)
+    config: dict[str, Any]        # validated, every default filled in (keys whose `when` is unmet left out)
+    model_dir: Path               # input model folder (one of Pass.input_formats)
     out_dir: Path                 # empty folder; write outputs here (temp, published by caller)
     datasets: dict[str, Any] = field(default_factory=dict)  # name -> modelmake.data.Dataset
     step: str = ""                # task name, for messages
     tokenizer_dir: Path | None = None  # tokenizer files as of this step (passes that need_tokenizer)
+    task: str = "text-classification"  # the recipe's model.task (set for task_dependent passes)
 
     def log(self, message: str) -> None:
         say(f"  {self.step}: {message}")

@@ -1,4 +1,9 @@
-"""HF -> HF: fine-tune a sequence classifier on a recipe dataset with a plain, seeded PyTorch loop."""
+"""HF -> HF: fine-tune a sequence classifier on a recipe dataset with a plain, seeded PyTorch loop.
+
+Two methods: "full" trains every weight; "lora" trains low-rank adapters (peft) on chosen linear
+layers plus the classifier head, then merges the adapters into the weights, so the output is a
+plain Hugging Face model either way and later passes never see peft.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,13 +30,29 @@ PASS = Pass(
         Field("warmup_ratio", "float", 0.1,
               "fraction of the steps over which the learning rate rises linearly from 0", min=0.0,
               max=1.0),
-        Field("seed", "int", 0, "seed of subset choice, shuffling, dropout and new head weights"),
+        Field("seed", "int", 0, "seed of subset choice, shuffling, dropout, new head and adapter weights"),
+        Field("method", "str", "full",
+              "'full' trains every weight; 'lora' trains low-rank adapters on `lora_target_modules` "
+              "and the classifier head in full, then merges the adapters into the weights (the "
+              "output is a plain model either way)", choices=("full", "lora")),
+        Field("lora_r", "int", 8, "rank of each adapter (trainable weights grow linearly with it)",
+              min=1, when=("method", "lora")),
+        Field("lora_alpha", "int", 16, "adapter scale numerator: an adapter's update is multiplied "
+              "by lora_alpha / lora_r", min=1, when=("method", "lora")),
+        Field("lora_dropout", "float", 0.1, "dropout on the adapters' input during training",
+              min=0.0, max=0.9, when=("method", "lora")),
+        Field("lora_target_modules", "list[str]", ["query", "value"],
+              "linear layers that get adapters, by name or dotted suffix of their module path "
+              "(BERT: query, key, value, attention.output.dense, intermediate.dense, output.dense); "
+              "each must match a layer of the model", when=("method", "lora")),
     ),
     input_format=HF,
     output_format=HF,
     version=1,
     libraries=("torch", "transformers"),
+    libraries_when=(("method", "lora", ("peft",)),),
     run="modelmake.passes.finetune:run",
+    tasks=("text-classification",),  # it trains a classifier head on labels
 )
 
 # Files save_pretrained may add that carry absolute paths, times or training state; the output
@@ -61,6 +82,8 @@ def _optimizer(model, lr: float, weight_decay: float):
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # frozen base weights under LoRA
+            continue
         # Standard BERT practice: decaying biases and norm scales only hurts.
         (no_decay if p.ndim == 1 or "LayerNorm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay},
@@ -112,6 +135,57 @@ def train(model, tokenizer, rows: list[tuple[str, int]], cfg: dict) -> list[floa
     return losses
 
 
+def _head_modules(model) -> list[str]:
+    """Top-level modules outside the encoder that hold weights: the classifier head, new per task."""
+    return [name for name, child in model.named_children()
+            if name != model.base_model_prefix and any(True for _ in child.parameters())]
+
+
+def _check_targets(model, targets: list[str], head: list[str]) -> None:
+    """Every target must match a linear layer of the encoder: peft itself only fails when none
+    does, so a typo in one of two names would silently train fewer adapters."""
+    import torch
+
+    paths = [n for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and n.split(".")[0] not in head]
+    names = ", ".join(sorted({n.rsplit(".", 1)[-1] for n in paths}))
+    if not targets:
+        raise ValueError(f"lora_target_modules: empty; name at least one linear layer (this model has: {names})")
+    for t in targets:
+        if not any(n == t or n.endswith("." + t) for n in paths):
+            raise ValueError(f"lora_target_modules: {t!r} matches no linear layer of the model's encoder "
+                             f"(its linear layers: {names}; the classifier head is always trained in full)")
+
+
+def _with_adapters(model, cfg: dict, log):
+    """Wrap `model` in peft LoRA adapters: only adapters and the classifier head stay trainable."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    head = _head_modules(model)
+    targets = cfg["lora_target_modules"]
+    _check_targets(model, targets, head)
+    total = sum(p.numel() for p in model.parameters())
+    config = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
+                        target_modules=list(targets), modules_to_save=head, bias="none")
+    with warnings.catch_warnings():
+        # transformers 5 deprecates an attribute peft still reads; nothing a recipe can act on
+        warnings.simplefilter("ignore", FutureWarning)
+        wrapped = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    log(f"LoRA r={cfg['lora_r']} alpha={cfg['lora_alpha']} on {', '.join(targets)} + head "
+        f"({', '.join(head)}): training {trainable:,} parameters, {100 * trainable / total:.2f}% "
+        f"of the model's {total:,}")
+    return wrapped
+
+
+def _merged(wrapped):
+    """The plain transformers model with the trained adapters added into its weights."""
+    # safe_merge checks the merged weights for NaN before they replace the originals
+    return wrapped.merge_and_unload(safe_merge=True)
+
+
 def _remove_volatile(out_dir: Path) -> None:
     for name in _VOLATILE:
         (out_dir / name).unlink(missing_ok=True)
@@ -137,7 +211,13 @@ def run(ctx: StepContext) -> None:
         ctx.model_dir, num_labels=len(id2label), id2label=id2label, label2id=label2id,
         attn_implementation="eager", ignore_mismatched_sizes=True)
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_dir)
+    if cfg["method"] == "lora":
+        model = _with_adapters(model, cfg, ctx.log)
+    else:
+        ctx.log(f"full fine-tuning: training all {sum(p.numel() for p in model.parameters()):,} parameters")
     losses = train(model, tokenizer, rows, cfg)
+    if cfg["method"] == "lora":
+        model = _merged(model)
     steps_per_epoch = (len(rows) + cfg["batch_size"] - 1) // cfg["batch_size"]
     last_epoch = losses[-steps_per_epoch:]
     ctx.log(f"mean loss: first epoch {sum(losses[:steps_per_epoch]) / steps_per_epoch:.4f}, "

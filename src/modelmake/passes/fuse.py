@@ -39,7 +39,8 @@ def resolve_shape(config: dict, props: dict[str, str]) -> tuple[int, int]:
     if not heads or not hidden:
         raise ValueError(
             "num_heads and hidden_size are unknown: the input model has no "
-            f"{onnxmeta.NUM_HEADS}/{onnxmeta.HIDDEN_SIZE} metadata (it was not made by onnx-export); "
+            f"{onnxmeta.NUM_HEADS}/{onnxmeta.HIDDEN_SIZE} metadata (onnx-export records it for Hugging Face "
+            "models; an ONNX file made elsewhere or a PyTorch model without a transformers-style config lacks it); "
             "set num_heads and hidden_size in this step's config. Auto-detection is not used because "
             "it silently skips Attention fusion")
     return heads, hidden

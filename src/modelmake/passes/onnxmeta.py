@@ -16,6 +16,10 @@ NUM_HEADS = PREFIX + "num_heads"
 HIDDEN_SIZE = PREFIX + "hidden_size"
 ID2LABEL = PREFIX + "id2label"   # JSON object: {"0": "rotten", ...}
 MAX_LENGTH = PREFIX + "max_length"
+# written for a feature-extraction export only (absent: a classifier whose output is logits)
+TASK = PREFIX + "task"
+POOLING = PREFIX + "pooling"       # how token states became the embedding: "mean" or "cls"
+NORMALIZE = PREFIX + "normalize"   # "true" when the embedding is L2-normalized in the graph
 
 MODEL_FILE = "model.onnx"
 

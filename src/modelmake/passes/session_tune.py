@@ -36,9 +36,11 @@ PASS = Pass(
               "inter-op thread counts to try, as integer strings (only the parallel execution mode uses them); "
               "'0' = ORT's default"),
         Field("execution_modes", "list[str]", ["sequential"],
-              "execution modes to try: 'sequential' and/or 'parallel' (independent nodes run concurrently)"),
+              "execution modes to try: 'sequential' and/or 'parallel' (independent nodes run concurrently)",
+              choices=tuple(EXECUTION_MODES)),
         Field("graph_levels", "list[str]", ["all"],
-              "ORT graph optimization levels to try: any of 'basic', 'extended', 'all'"),
+              "ORT graph optimization levels to try: any of 'basic', 'extended', 'all'",
+              choices=tuple(GRAPH_LEVELS)),
         Field("batch", "int", 1, "rows per timed run", min=1),
         Field("sequence", "int", 128, "tokens per row in timed runs (a fixed sentence repeated to this length)",
               min=1, max=4096),

@@ -1,0 +1,324 @@
+"""Encoder models without a head (model.task = "feature-extraction"): export of the pooled
+sentence embedding, fusion and int8 on it, the similarity metric against a baseline, recipe
+errors, keys, and the package's predict.py printing embeddings. All on the tiny random BERT.
+
+Tolerances: onnx-export vs torch 1e-5 (fp32, same math; measured ~1e-7); a text's embedding
+alone vs padded in a batch 1e-5; a model against itself: cosine 1 within 1e-9 (float64 sums).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from buildkit import doit, make_project  # noqa: E402
+from tinymodel import make_tiny_bert  # noqa: E402
+
+from modelmake import evaluate, keys, textenc  # noqa: E402
+from modelmake.graph import compile_tasks, find_project  # noqa: E402
+from modelmake.passes import get, onnxmeta  # noqa: E402
+from modelmake.passes.base import StepContext  # noqa: E402
+from modelmake.passes.export import pooling_of  # noqa: E402
+from modelmake.recipe import RecipeError, parse_recipe  # noqa: E402
+
+FE = "feature-extraction"
+TEXTS = ["good fun movie", "the plot was about a family and a war in the city " * 3,
+         "awful ! boring and dull", "a", "the hero was superb but the script was weak"]
+
+RECIPE = """\
+[model]
+path = "models/tiny"
+task = "feature-extraction"
+
+[data.reviews]
+path = "data/reviews.csv"
+label = {{ column = "category", map = {{ rotten = 0, fresh = 1 }} }}
+
+[[pass]]
+name = "export"
+type = "onnx-export"
+
+[[pass]]
+name = "fuse"
+type = "ort-fusion"
+
+[[pass]]
+name = "quantize"
+type = "dynamic-int8"
+{evaluate}
+[package]
+"""
+EVALUATE = """
+[evaluate]
+data = "reviews"
+metrics = {metrics}
+baseline = "export"
+max_length = 16
+latency = {{ batch = 1, sequence = 16, warmup = 1, runs = 5, throughput_batch = 2, throughput_runs = 1 }}
+"""
+
+
+def recipe(metrics: str = '["similarity", "latency", "size"]', evaluate_table: str | None = None) -> str:
+    table = EVALUATE.format(metrics=metrics) if evaluate_table is None else evaluate_table
+    return RECIPE.format(evaluate=table)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: one thread is faster and does not stall on a busy host
+    yield
+    torch.set_num_threads(before)
+
+
+def run_pass(type_name: str, model_dir: Path, out_dir: Path, task: str = FE, **config) -> Path:
+    p = get(type_name)
+    full = {f.name: f.default for f in p.fields}
+    full.update(config)
+    out_dir.mkdir(parents=True)
+    p.run_function()(StepContext(config=full, model_dir=model_dir, out_dir=out_dir, step=type_name, task=task))
+    return out_dir
+
+
+def embed(model_dir: Path, tokenizer_dir: Path, texts=TEXTS) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    enc = textenc.encode(tokenizer_dir, texts, max_length=64)
+    return session.run(["embeddings"], {i.name: enc[i.name] for i in session.get_inputs()})[0]
+
+
+def torch_embeddings(model_dir: Path, texts=TEXTS, pooling: str = "mean", normalize: bool = True) -> np.ndarray:
+    """The sentence-transformers definition, computed in torch on a padded batch."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    model, tok = AutoModel.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
+    batch = tok(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+    if pooling == "cls":
+        pooled = hidden[:, 0]
+    else:
+        mask = batch["attention_mask"].unsqueeze(-1).float()
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+    return (torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled).numpy()
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    counts: dict[str, int] = {}
+    for node in onnx.load(str(path)).graph.node:
+        counts[node.op_type] = counts.get(node.op_type, 0) + 1
+    return counts
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("embeddings")
+
+
+@pytest.fixture(scope="module")
+def tiny(work) -> Path:
+    return make_tiny_bert(work / "tiny")  # a classifier checkpoint: its head is left out
+
+
+@pytest.fixture(scope="module")
+def exported(work, tiny) -> Path:
+    return run_pass("onnx-export", tiny, work / "export")
+
+
+@pytest.fixture(scope="module")
+def fused(work, exported) -> Path:
+    return run_pass("ort-fusion", exported, work / "fuse")
+
+
+@pytest.fixture(scope="module")
+def quantized(work, fused) -> Path:
+    return run_pass("dynamic-int8", fused, work / "quantize", per_channel=True)
+
+
+# --- export, fusion, int8 --------------------------------------------------------------------
+
+def test_export_is_torch_mean_pooling_and_ignores_padding(exported, tiny):
+    got = embed(exported, tiny)
+    assert got.shape == (len(TEXTS), 32)
+    np.testing.assert_allclose(got, torch_embeddings(tiny), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    # a text embedded alone (no padding) gives what it gives padded in a batch with a long text
+    for i, text in enumerate(TEXTS):
+        np.testing.assert_allclose(embed(exported, tiny, [text])[0], got[i], atol=1e-5)
+    props = onnxmeta.read(exported / "model.onnx")
+    assert props[onnxmeta.TASK] == FE and props[onnxmeta.POOLING] == "mean" and props[onnxmeta.NORMALIZE] == "true"
+    assert onnxmeta.ID2LABEL not in props  # no classes: the classifier head was not exported
+
+
+def test_export_follows_sentence_transformers_pooling(work, tiny):
+    st = work / "tiny-cls"
+    shutil.copytree(tiny, st)
+    (st / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (st / "1_Pooling").mkdir()
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_cls_token": True,
+                                                              "pooling_mode_mean_tokens": False}))
+    assert pooling_of(st) == ("cls", False) and pooling_of(tiny) == ("mean", True)
+    out = run_pass("onnx-export", st, work / "export-cls")
+    np.testing.assert_allclose(embed(out, st), torch_embeddings(st, pooling="cls", normalize=False), atol=1e-5)
+
+    (st / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_max_tokens": True}))
+    with pytest.raises(ValueError, match="pooling max_tokens"):
+        pooling_of(st)
+
+
+def test_fusion_and_int8_work_on_the_headless_encoder(fused, quantized, exported, tiny):
+    ops = op_counts(fused / "model.onnx")
+    assert ops.get("Attention") == 2 and ops.get("SkipLayerNormalization") and ops.get("EmbedLayerNormalization") == 1
+    qops = op_counts(quantized / "model.onnx")
+    assert qops.get("QAttention") == 2 and qops.get("MatMulInteger")
+    np.testing.assert_allclose(embed(fused, tiny), embed(exported, tiny), atol=1e-5)
+    assert onnxmeta.read(quantized / "model.onnx")[onnxmeta.TASK] == FE  # carried through the ONNX passes
+
+
+# --- similarity -------------------------------------------------------------------------------
+
+def test_similarity_of_a_model_with_itself_and_with_int8(exported, fused, quantized, tiny):
+    onnx = lambda d: (d / "model.onnx", tiny)  # noqa: E731
+    same = evaluate.measure_similarity(onnx(exported), onnx(exported), TEXTS, FE, batch_size=2, max_length=64)
+    assert same["samples"] == len(TEXTS) and "similarity.agreement" not in same
+    for k in ("similarity.cosine_mean", "similarity.cosine_min", "similarity.cosine_p5"):
+        assert abs(same[k] - 1.0) < 1e-9, (k, same[k])
+    q = evaluate.measure_similarity(onnx(quantized), onnx(exported), TEXTS, FE, batch_size=2, max_length=64)
+    assert 0.9 < q["similarity.cosine_min"] <= q["similarity.cosine_p5"] <= q["similarity.cosine_mean"] < 1.0
+    f = evaluate.measure_similarity(onnx(fused), onnx(exported), TEXTS, FE, batch_size=2, max_length=64)
+    assert f["similarity.cosine_min"] > 1 - 1e-6
+
+
+def test_similarity_of_classifier_logits(work, tiny):
+    fp32 = run_pass("onnx-export", tiny, work / "cls-export", task="text-classification")
+    int8 = run_pass("dynamic-int8", fp32, work / "cls-int8", task="text-classification")
+    pair = lambda d: (d / "model.onnx", tiny)  # noqa: E731
+    same = evaluate.measure_similarity(pair(fp32), pair(fp32), TEXTS, "text-classification")
+    assert same["similarity.agreement"] == 1.0 and abs(same["similarity.cosine_mean"] - 1) < 1e-9
+    other = evaluate.measure_similarity(pair(int8), pair(fp32), TEXTS, "text-classification")
+    assert 0 <= other["similarity.agreement"] <= 1 and other["similarity.cosine_mean"] < 1.0
+
+
+def test_cosine_stats_edge_cases():
+    a = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0]])
+    b = np.array([[0.0, 0.0], [0.0, 0.0], [-1.0, -1.0]])
+    out = evaluate.cosine_stats(a, b, classifier=False)
+    # identical zero vectors match (1), a zero vector matches nothing else (0), opposite ones -1
+    assert out["similarity.cosine_min"] == pytest.approx(-1.0) and out["similarity.cosine_mean"] == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="one shape"):
+        evaluate.cosine_stats(a, b[:, :1], classifier=False)
+
+
+# --- recipes: what a feature-extraction recipe may ask for -------------------------------------
+
+def _parse(tmp_path: Path, text: str):
+    (tmp_path / "recipes").mkdir(exist_ok=True)
+    f = tmp_path / "recipes" / "emb.toml"
+    f.write_text(text)
+    return parse_recipe(f, "recipes/emb.toml")
+
+
+@pytest.mark.parametrize("text, where, says", [
+    (recipe('["accuracy", "similarity"]'), "evaluate.metrics", "'accuracy' needs a classifier"),
+    (recipe('["f1"]'), "evaluate.metrics", "'f1' needs a classifier"),
+    (recipe(evaluate_table='\n[evaluate]\ndata = "reviews"\nmetrics = ["similarity"]\n'), "evaluate.metrics",
+     "compares the model's outputs with a baseline's"),
+    (recipe() + '\n[[evaluate.goal]]\nmetric = "similarity.cosine_mean"\nmax_drop = 0.01\n',
+     "evaluate.goal[0].max_drop", "use at_least"),
+    (recipe() + '\n[[evaluate.goal]]\nmetric = "similarity.agreement"\nat_least = 0.9\n',
+     "evaluate.goal[0].metric", "needs a classifier"),
+    (recipe().replace('[[pass]]\nname = "export"', '[[pass]]\nname = "tune"\ntype = "finetune"\ndata = "reviews"\n\n'
+                      '[[pass]]\nname = "export"'), "pass[0].type", "'finetune' is for model.task 'text-classification'"),
+])
+def test_recipe_errors(tmp_path, text, where, says):
+    with pytest.raises(RecipeError) as e:
+        _parse(tmp_path, text)
+    assert str(e.value).startswith(f"recipes/emb.toml: {where}: ") and says in str(e.value), str(e.value)
+
+
+def test_default_metrics_follow_the_task(tmp_path):
+    ev = _parse(tmp_path, recipe(evaluate_table='\n[evaluate]\ndata = "reviews"\nbaseline = "export"\n')).evaluate
+    assert "similarity" in ev["metrics"] and not {"accuracy", "f1"} & set(ev["metrics"])
+    ev = _parse(tmp_path, recipe(evaluate_table='\n[evaluate]\ndata = "reviews"\n')).evaluate
+    assert "similarity" not in ev["metrics"] and "latency" in ev["metrics"]
+    goal = '\n[[evaluate.goal]]\nmetric = "similarity.cosine_p5"\nat_least = 0.95\n'
+    assert _parse(tmp_path, recipe() + goal).evaluate["goal"][0]["metric"] == "similarity.cosine_p5"
+
+
+@pytest.fixture(scope="module")
+def keyproj(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("keys")
+    make_project(root, {"emb": recipe(), "cls": recipe('["latency", "size"]').replace(FE, "text-classification")})
+    return root
+
+
+def test_keys_change_with_the_task(keyproj):
+    specs = {t["basename"] + (":" + t["name"] if t.get("name") else ""): t["actions"][0][1][0]
+             for t in compile_tasks(find_project(keyproj)) if t.get("actions")}
+    content = lambda folder: "same content"  # noqa: E731 - as if both recipes' inputs were equal
+    assert keys.pass_key(specs["pass:emb/export"], content) != keys.pass_key(specs["pass:cls/export"], content)
+    # ONNX passes do not read the task: the model they get says what it is
+    assert keys.pass_key(specs["pass:emb/fuse"], content) == keys.pass_key(specs["pass:cls/fuse"], content)
+    assert specs["eval:emb"]["static"]["task"] == FE and specs["eval:cls"]["static"]["task"] == "text-classification"
+    assert keys.package_key(specs["package:emb"], content, {}) != keys.package_key(specs["package:cls"], content, {})
+
+
+def test_a_bad_metric_is_one_line_from_doit(keyproj):
+    (keyproj / "recipes" / "emb.toml").write_text(recipe('["accuracy"]'))
+    run = doit(keyproj, "list")
+    assert run.rc == 2 and run.err.strip().splitlines() == [
+        "error: recipes/emb.toml: evaluate.metrics: 'accuracy' needs a classifier, and model.task is "
+        "'feature-extraction' (the model outputs embeddings); measure 'similarity' against a baseline instead"]
+
+
+def test_chained_recipes_keep_their_task(keyproj):
+    (keyproj / "recipes" / "emb.toml").write_text(recipe())
+    (keyproj / "recipes" / "more.toml").write_text('[model]\nrecipe = "emb"\n[[pass]]\nname = "p"\ntype = "ort-fusion"\n')
+    try:
+        run = doit(keyproj, "list")
+        assert run.rc == 2 and "recipes/more.toml: model.task: recipe 'emb' makes an ONNX feature-extraction model" in run.err
+    finally:
+        (keyproj / "recipes" / "more.toml").unlink()
+
+
+# --- a build: evaluation and package ----------------------------------------------------------
+
+def test_build_measures_similarity_and_packages_embeddings(tmp_path):
+    project = make_project(tmp_path / "proj", {"emb": recipe('["similarity", "size"]')})
+    run = doit(project, "optimize:emb")
+    assert run.rc == 0, str(run)
+    metrics = json.loads((project / "artifacts/emb/metrics.json").read_text())
+    assert 0.9 < metrics["similarity.cosine_p5"] <= metrics["similarity.cosine_mean"] < 1.0
+    assert "accuracy" not in metrics and "baseline.similarity.cosine_mean" not in metrics
+
+    with zipfile.ZipFile(project / "artifacts/emb/package.zip") as zf:
+        zf.extractall(tmp_path / "pkg")
+        packaged = json.loads(zf.read("metrics.json"))
+    assert packaged["similarity.cosine_mean"] == metrics["similarity.cosine_mean"]  # portable: no timing
+    config = json.loads((tmp_path / "pkg" / "inference_config.json").read_text())
+    assert config["task"] == FE and config["output"] == "embeddings"
+    assert config["embedding"] == {"pool_tokens": False, "pooling": "mean", "normalized": True}
+    predict = [sys.executable, str(tmp_path / "pkg" / "predict.py")]
+    out = subprocess.run(predict + ["--json", "good fun", "awful movie"], capture_output=True, text=True,
+                         check=True, cwd=tmp_path)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["good fun", "awful movie"]
+    expected = embed(project / "artifacts/emb/steps/quantize", project / "models/tiny", ["good fun", "awful movie"])
+    np.testing.assert_allclose([r["embedding"] for r in rows], expected, atol=1e-5)
+    shown = subprocess.run(predict + ["good fun"], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert shown.stdout.startswith("dim=32\tnorm=1.0000\t[") and shown.stdout.rstrip().endswith("\tgood fun")
