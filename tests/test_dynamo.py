@@ -204,7 +204,7 @@ def test_declaration():
     ('type = "onnxscript-fusion"\nattention = "full"', "pass[1].attention",
      "expected one of 'attention', 'mha', 'none', got 'full'"),
     ('type = "onnxscript-fusion"\nfusions = false\nattention = "mha"', "pass[1].attention",
-     "only used when fusions = "),
+     "only used when fusions = true"),
 ])
 def test_bad_config_is_one_clear_line(step, key, message, tmp_path):
     recipe = tmp_path / "recipes" / "tiny.toml"

@@ -174,7 +174,7 @@ def test_key_follows_lora_settings_only_under_lora(project):
 
 @pytest.mark.parametrize("extra,key,needle", [
     ('method = "lora"\nlora_r = 0\n', "pass[0].lora_r", "must be >= 1"),
-    ('lora_r = 4\n', "pass[0].lora_r", "only used when method = 'lora'"),
+    ('lora_r = 4\n', "pass[0].lora_r", 'only used when method = "lora"'),
     ('method = "lora"\nlora_target_modules = "query"\n', "pass[0].lora_target_modules", "list of strings"),
     ('method = "qlora"\n', "pass[0].method", "'full', 'lora'"),
 ])

@@ -10,21 +10,14 @@ import sys
 from pathlib import Path
 
 from modelmake import passes
+from modelmake.recipe import toml_value
 
 BEGIN = "<!-- BEGIN GENERATED PASS REFERENCE (python -m modelmake.docgen --write docs/recipes.md) -->"
 END = "<!-- END GENERATED PASS REFERENCE -->"
 
 
 def _default(v) -> str:
-    if v is None:
-        return "(required)"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, list):
-        return "[" + ", ".join(f'"{x}"' for x in v) + "]"
-    return repr(v)
+    return "(required)" if v is None else toml_value(v)
 
 
 def pass_reference() -> str:

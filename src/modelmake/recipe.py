@@ -72,6 +72,18 @@ _repr.maxlist = _repr.maxdict = _repr.maxtuple = 6
 _repr.maxlevel = 3
 
 
+def toml_value(v: Any) -> str:
+    """A setting as the user writes it in a recipe (true, "sdpa", ["a", "b"]), for docs and for
+    messages that tell what to write."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list):
+        return "[" + ", ".join(map(toml_value, v)) + "]"
+    return repr(v)
+
+
 def show(v: Any) -> str:
     """A short repr of a user value for messages (long strings, deep tables and huge ints cut)."""
     if isinstance(v, (_dt.date, _dt.time)):
@@ -343,8 +355,9 @@ def _step(t: _Table, datasets: dict) -> Step:
         # silently train the other way); an unset one stays out of the key, so it cannot rebuild.
         if t.has(f.name):
             other, value = f.when
-            raise RecipeError(t.file, t.key(f.name), f"only used when {other} = {show(value)}, and this "
-                              f"step has {other} = {show(cfg[other])}; set {other} = {show(value)} or remove the key")
+            want, have = toml_value(value), toml_value(cfg[other])
+            raise RecipeError(t.file, t.key(f.name), f"only used when {other} = {want}, and this "
+                              f"step has {other} = {have}; set {other} = {want} or remove the key")
         del cfg[f.name]
     t.done([f.name for f in p.fields] + ["name", "type"])
     return Step(name, type_name, dict(sorted(cfg.items())))

@@ -22,7 +22,8 @@ PASS = Pass(
         Field("opset", "int", 17, "ONNX opset to export with (the TorchScript exporter stops at 20)",
               min=14, max=20),
         Field("exporter", "str", "torchscript",
-              "torch exporter: 'torchscript' (fully fused later by ort-fusion) or 'dynamo' (needs onnxscript)",
+              "torch exporter: 'torchscript' (fused later by ort-fusion) or 'dynamo' (fused later by "
+              "onnxscript-fusion)",
               choices=("torchscript", "dynamo")),
         Field("attn_implementation", "str", "eager",
               "attention code traced into a Hugging Face model's graph; 'eager' is the form ort-fusion "
@@ -36,6 +37,8 @@ PASS = Pass(
     output_format=ONNX,
     version=1,
     libraries=("torch", "transformers", "onnx"),
+    # the dynamo exporter writes its graph through onnxscript and onnx-ir
+    libraries_when=(("exporter", "dynamo", ("onnxscript", "onnx-ir")),),
     run="modelmake.passes.export:run",
     more_input_formats=(PYTORCH,),
     task_dependent=True,  # a classifier's logits or an encoder's embeddings

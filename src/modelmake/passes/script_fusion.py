@@ -29,7 +29,8 @@ PASS = Pass(
     fields=(
         Field("fusions", "bool", True,
               "apply onnxscript's ORT transformer fusions (its optimize_for_ort); false runs only the generic "
-              "optimizer: constant folding, dead-code and common-subexpression elimination, function inlining"),
+              "optimizer: constant folding, dead-code and common-subexpression elimination, function inlining "
+              "(which the dynamo exporter already ran on its own output)"),
         Field("attention", "str", "attention",
               "how far attention is fused: 'attention' = Attention with the Q/K/V projection packed inside "
               "(as optimize_for_ort; dynamic-int8 leaves that projection fp32), 'mha' = MultiHeadAttention "
@@ -143,7 +144,8 @@ def run(ctx: StepContext) -> None:
     onnxmeta.carry_over(src, dst)
     onnxmeta.check(dst)
     before, after = onnxmeta.op_counts(src), onnxmeta.op_counts(dst)
-    made = {k: v for k, v in after.items() if k in contrib_ops(dst) and v > before.get(k, 0)}
+    contrib = contrib_ops(dst)
+    made = {k: v for k, v in after.items() if k in contrib and v > before.get(k, 0)}
     ctx.log(f"nodes: {sum(before.values())} -> {sum(after.values())}; fused: "
             + (", ".join(f"{k}={v}" for k, v in made.items()) or "nothing"))
     if cfg["fusions"] and attention != "none" and not {"Attention", "MultiHeadAttention"} & set(made):

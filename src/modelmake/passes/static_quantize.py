@@ -8,9 +8,9 @@ PASS = Pass(
     type="static-int8",
     summary=("Quantize weights and activations to int8 with ORT static quantization, activation "
              "ranges calibrated on the train split of a dataset. It runs after onnx-export or after "
-             "ort-fusion; on MiniLM here, measured on a busy machine, it did best right after "
-             "onnx-export with op_types = ['MatMul', 'Gemm'] (the default op set lost 14 points of "
-             "accuracy, and after ort-fusion the model ran slower than fp32)"),
+             "ort-fusion, but ORT has no static int8 form of a fused Attention, which stays fp32; on "
+             "MiniLM it did best right after onnx-export with op_types = ['MatMul', 'Gemm', 'Gather'] "
+             "(the default op set lost 11 points of accuracy; measurements in docs/quantization.md)"),
     fields=(
         Field("data", "dataset", None,
               "dataset whose train split supplies the calibration texts", required=True),
@@ -30,7 +30,9 @@ PASS = Pass(
         Field("percentile", "float", 99.999,
               "percentile of absolute activation values kept in range; used only by method 'percentile'", min=90.0, max=100.0),
         Field("per_channel", "bool", True, "one weight scale per output channel instead of per tensor"),
-        Field("activation_type", "str", "quint8", "integer type of the quantized activations",
+        Field("activation_type", "str", "quint8",
+              "integer type of the quantized activations; ORT's x86 int8 kernels take uint8 "
+              "activations, and with qint8 it left most MatMuls in float there (slower than fp32)",
               choices=("quint8", "qint8")),
         Field("weight_type", "str", "qint8", "integer type of the quantized weights",
               choices=("qint8", "quint8")),
