@@ -24,6 +24,7 @@ from tinymodel import make_tiny_bert  # noqa: E402
 from modelmake import evaluate, keys, textenc  # noqa: E402
 from modelmake.graph import compile_tasks, find_project  # noqa: E402
 from modelmake.passes import get, onnxmeta  # noqa: E402
+from modelmake.passes.onnxmeta import op_counts  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
 from modelmake.passes.export import pooling_of  # noqa: E402
 from modelmake.recipe import RecipeError, parse_recipe  # noqa: E402
@@ -112,15 +113,6 @@ def torch_embeddings(model_dir: Path, texts=TEXTS, pooling: str = "mean", normal
         mask = batch["attention_mask"].unsqueeze(-1).float()
         pooled = (hidden * mask).sum(1) / mask.sum(1)
     return (torch.nn.functional.normalize(pooled, dim=-1) if normalize else pooled).numpy()
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    import onnx
-
-    counts: dict[str, int] = {}
-    for node in onnx.load(str(path)).graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
 
 
 @pytest.fixture(scope="module")

