@@ -23,7 +23,10 @@ from tinymodel import make_tiny_bert, make_tiny_reviews_csv
 SPEC = {"text": "text", "label": {"column": "category", "map": {"rotten": 0, "fresh": 1}},
         "split": {"by": "movie_name", "test": 0.2, "seed": 0}}
 # Adapters on a random 32-wide model need a far higher rate than on a pretrained one.
-LORA = {"data": "reviews", "epochs": 10, "learning_rate": 5e-2, "batch_size": 16, "method": "lora"}
+# Adapters on query/value only, so the test can tell adapted from untouched layers; dropout on, so
+# determinism covers the adapters' dropout masks.
+LORA = {"data": "reviews", "epochs": 10, "learning_rate": 5e-2, "batch_size": 16, "method": "lora",
+        "lora_target_modules": ["query", "value"], "lora_dropout": 0.1}
 TEXTS = ["good fun movie", "awful ! boring and dull", "the hero was superb but the script was weak"]
 
 
