@@ -99,12 +99,12 @@ def started_line(task: str) -> str:
     return f"] {task} ...\n"
 
 
-def doit(project: Path, *args: str, env: dict | None = None) -> Run:
+def doit(project: Path, *args: str, env: dict | None = None, timeout: float = 600) -> Run:
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS / "plugins"), os.environ.get("PYTHONPATH", "")])}
     full_env.pop("MODELMAKE_STORE", None)
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, capture_output=True,
-                          text=True, env=full_env, timeout=600)
+                          text=True, env=full_env, timeout=timeout)
     run = Run(proc.returncode, proc.stdout, proc.stderr)
     for line in proc.stdout.splitlines():
         if m := STARTED.match(line):
