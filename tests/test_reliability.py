@@ -53,7 +53,15 @@ def popen(project: Path, *args: str, env: dict | None = None) -> subprocess.Pope
     full_env = {**os.environ, "PYTHONPATH": str(TESTS / "plugins"), **(env or {})}
     full_env.pop("MODELMAKE_STORE", None) if not (env and "MODELMAKE_STORE" in env) else None
     return subprocess.Popen([sys.executable, "-m", "doit", *args], cwd=project, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_sigint_as_on_a_terminal)
+
+
+def _sigint_as_on_a_terminal() -> None:
+    # A build started from a terminal gets SIGINT's default action (Python's KeyboardInterrupt).
+    # Background jobs of a non-interactive shell (e.g. a CI script run with `&`) inherit SIGINT
+    # ignored, and Python keeps it ignored; reset it so the Ctrl-C test means the same everywhere.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="module")
