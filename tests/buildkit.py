@@ -72,6 +72,16 @@ class Run:
     executed: set[str] = field(default_factory=set)   # tasks whose action ran
     built: list[str] = field(default_factory=list)     # results computed (not from the store)
     restored: list[str] = field(default_factory=list)  # results restored from the store
+    keys: dict[str, str] = field(default_factory=dict)  # result -> the key prefix the run printed
+
+    def computed(self, task: str) -> bool:
+        """The result of `task` was computed in this run: by the task itself, or by another task
+        of the same key. doit may run either of two equal tasks (a shared prefix) first, and then
+        the second one restores what the first one built."""
+        if task in self.built:
+            return True
+        key = self.keys.get(task)
+        return task in self.restored and any(self.keys.get(b) == key for b in self.built)
 
     def __str__(self) -> str:
         return f"rc={self.rc}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
@@ -113,6 +123,8 @@ def doit(project: Path, *args: str, env: dict | None = None, timeout: float = 60
             run.built.append(m.group(1))
         if m := re.match(r"^  (.+?): restored from store", line):
             run.restored.append(m.group(1))
+        if m := re.match(r"^  (.+?): (?:built in \S+|restored from store) \(key ([0-9a-f]+)\)$", line):
+            run.keys[m.group(1)] = m.group(2)
     return run
 
 
