@@ -1,4 +1,4 @@
 """doit entry point: every recipe in recipes/ becomes tasks (see src/modelmake/graph.py)."""
-from modelmake.graph import dodo_namespace
+from modelmake.build.graph import dodo_namespace
 
 globals().update(dodo_namespace(__file__))

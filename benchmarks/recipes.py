@@ -51,8 +51,8 @@ def step_build_seconds(project: Path, recipe: str) -> float:
 
 def final_models(project: Path, recipes: list[str]) -> dict[str, tuple[Path, Path]]:
     """recipe -> (final model.onnx, tokenizer folder), as the build graph lays them out."""
-    from modelmake.graph import find_project, layouts
-    from modelmake.recipe import load_recipes
+    from modelmake.build.graph import find_project, layouts
+    from modelmake.inputs.recipe import load_recipes
 
     proj = find_project(project)
     lays = layouts(proj, load_recipes(proj.recipes_dir, proj.root))
@@ -65,8 +65,8 @@ def interleaved_latency(models: dict[str, tuple[Path, Path]], rounds: int, per_r
     import numpy as np
     import onnxruntime as ort
 
-    from modelmake import textenc
-    from modelmake.evaluate import tuned_settings
+    from modelmake.core import textenc
+    from modelmake.metrics.evaluate import tuned_settings
     from modelmake.passes.session_tune import session_options
 
     texts = ["a gripping, beautifully acted film that overstays its welcome by half an hour"]

@@ -100,7 +100,7 @@ def make_project(root: Path, recipes: dict[str, str] | None = None) -> Path:
     return root
 
 
-# the build reporter (modelmake.reporter) prints "[3/9] pass:tiny/fuse ..." when a step starts
+# the build reporter (modelmake.build.console) prints "[3/9] pass:tiny/fuse ..." when a step starts
 STARTED = re.compile(r"^\[\d+/\d+\] (\S+) \.\.\.$")
 
 

@@ -27,7 +27,7 @@ def shared_store(tmp_path_factory) -> Path:
 
 def modelmake(project: Path, *args: str, store: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "MODELMAKE_STORE": str(store)}
-    return subprocess.run([sys.executable, "-m", "modelmake.cli", *args], cwd=project, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "modelmake.commands.cli", *args], cwd=project, capture_output=True,
                           text=True, env=env, timeout=120)
 
 
@@ -132,7 +132,7 @@ def test_metrics_older_than_the_recipe_are_marked_stale(pair_copy):
 
 
 def test_goals_show_pass_or_fail_per_recipe():
-    from modelmake import compare
+    from modelmake.commands import compare
 
     ok = {"accuracy": 0.9, "goals": {"passed": True, "results": []}}
     bad = {"accuracy": 0.5, "label": "text is ignored",

@@ -23,10 +23,12 @@ from buildkit import make_project, recipe_text  # noqa: E402
 from test_passes import TEXTS, exported, one_thread, op_counts, ours, run_pass, tiny, work  # noqa: E402,F401
 from test_quant_passes import RECIPE, assert_close  # noqa: E402
 
-from modelmake import keys, textenc  # noqa: E402
-from modelmake.graph import compile_tasks, find_project  # noqa: E402
-from modelmake.passes import REGISTRY, onnxmeta, script_fusion  # noqa: E402
-from modelmake.recipe import RecipeError, parse_recipe  # noqa: E402
+from modelmake.build import keys
+from modelmake.core import textenc  # noqa: E402
+from modelmake.build.graph import compile_tasks, find_project  # noqa: E402
+from modelmake.passes import REGISTRY, script_fusion  # noqa: E402
+from modelmake.runtime import onnxmeta
+from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OPSET = 18  # the dynamo exporter's own opset (lower ones are converted down), as the shipped recipe uses

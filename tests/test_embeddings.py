@@ -21,13 +21,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from buildkit import doit, make_project  # noqa: E402
 from tinymodel import make_tiny_bert  # noqa: E402
 
-from modelmake import evaluate, keys, textenc  # noqa: E402
-from modelmake.graph import compile_tasks, find_project  # noqa: E402
+from modelmake.metrics import evaluate
+from modelmake.build import keys
+from modelmake.core import textenc  # noqa: E402
+from modelmake.build.graph import compile_tasks, find_project  # noqa: E402
 from modelmake.passes import get, onnxmeta  # noqa: E402
-from modelmake.passes.onnxmeta import op_counts  # noqa: E402
+from modelmake.runtime.onnxmeta import op_counts  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
 from modelmake.passes.export import pooling_of  # noqa: E402
-from modelmake.recipe import RecipeError, parse_recipe  # noqa: E402
+from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
 FE = "feature-extraction"
 TEXTS = ["good fun movie", "the plot was about a family and a war in the city " * 3,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from buildkit import doit, file_bytes, make_project, recipe_text
-from modelmake import evaluate, goals
+from modelmake.metrics import evaluate, goals
 
 METRICS = 'metrics = ["accuracy", "f1", "latency", "size"]'
 assert METRICS in recipe_text()

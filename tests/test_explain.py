@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from buildkit import TESTS, doit, make_project, recipe_text, wipe_outputs
-from modelmake import digest, explain
+from modelmake.core import digest
+from modelmake.commands import status
 
 # the tiny recipe without fine-tuning (the slowest step, which nothing here needs)
 RECIPE = re.sub(r'\[\[pass\]\]\nname = "finetune".*?\n\n', "", recipe_text(), flags=re.S)
@@ -30,7 +31,7 @@ HEAVY = ("torch", "transformers", "onnx", "onnxruntime", "numpy")
 def modelmake(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(TESTS / "plugins")}
     env.pop("MODELMAKE_STORE", None)
-    return subprocess.run([sys.executable, "-m", "modelmake.cli", *args], cwd=project, env=env,
+    return subprocess.run([sys.executable, "-m", "modelmake.commands.cli", *args], cwd=project, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -76,7 +77,7 @@ def test_after_a_build_everything_is_up_to_date(project):
 
 
 def test_status_is_fast_and_imports_no_ml_library(project):
-    code = ("import sys, time; from modelmake import cli; t = time.perf_counter(); rc = cli.main(['status']); "
+    code = ("import sys, time; from modelmake.commands import cli; t = time.perf_counter(); rc = cli.main(['status']); "
             "print('SECONDS', time.perf_counter() - t); print('HEAVY', sorted(m for m in %r if m in sys.modules)); "
             "sys.exit(rc)") % (HEAVY,)
     env = {**os.environ}
@@ -157,7 +158,8 @@ def test_a_damaged_target_is_named(project):
 def test_library_code_version_and_host_changes_are_named(project, monkeypatch, capsys):
     monkeypatch.delenv("MODELMAKE_STORE", raising=False)
     monkeypatch.chdir(project)
-    from modelmake import graph, passes
+    from modelmake.build import graph
+    from modelmake import passes
 
     real_version = digest.library_version("onnxruntime")
     quantize = passes.get("dynamic-int8")
@@ -167,7 +169,7 @@ def test_library_code_version_and_host_changes_are_named(project, monkeypatch, c
                         lambda dist, real=digest.library_version: "0.0.1.test" if dist == "onnxruntime" else real(dist))
     monkeypatch.setattr(graph, "host_fingerprint", lambda: {**host, "cpu": "Another CPU"})
 
-    assert explain.main("why", ["tiny", "--json"]) == 0
+    assert status.main("why", ["tiny", "--json"]) == 0
     tasks = {t["task"]: t for t in json.loads(capsys.readouterr().out)["tasks"]}
     change = f"libraries.onnxruntime: {real_version} -> 0.0.1.test"
     # fusion is shaped by onnxruntime, so it and everything after it is stale; the export is not
@@ -179,5 +181,5 @@ def test_library_code_version_and_host_changes_are_named(project, monkeypatch, c
         "input model changes when pass:tiny/fuse is rebuilt"]
     assert f"host.cpu: {host['cpu']} -> Another CPU" in tasks["eval:tiny"]["reasons"]
 
-    assert explain.main("why", ["pass:tiny/fuse"]) == 0
+    assert status.main("why", ["pass:tiny/fuse"]) == 0
     assert f"  - {change}" in capsys.readouterr().out.splitlines()

@@ -308,7 +308,7 @@ def test_fusion_of_a_model_without_config_asks_for_its_shape(built, tmp_path):
 
 # ---------------------------------------------------------------- ONNX file or folder
 def test_onnx_folder_is_fused_quantized_evaluated_and_packaged(built):
-    from modelmake.passes.onnxmeta import op_counts
+    from modelmake.runtime.onnxmeta import op_counts
 
     project, run = built
     check_built(project, run, "onnxdir", ["fuse", "quantize"])
@@ -317,7 +317,7 @@ def test_onnx_folder_is_fused_quantized_evaluated_and_packaged(built):
 
 
 def test_bare_onnx_file_with_tokenizer_elsewhere(built):
-    from modelmake.digest import list_files
+    from modelmake.core.digest import list_files
 
     project, run = built
     check_built(project, run, "onnxfile", ["quantize"])

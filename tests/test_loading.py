@@ -21,6 +21,6 @@ def test_loading_tasks_imports_no_heavy_library():
 
 
 def test_docs_pass_reference_is_current():
-    from modelmake.docgen import render
+    from modelmake.commands.docgen import render
     doc = (REPO / "docs/recipes.md").read_text()
-    assert render(doc) == doc, "docs/recipes.md is stale: run python -m modelmake.docgen --write docs/recipes.md"
+    assert render(doc) == doc, "docs/recipes.md is stale: run python -m modelmake.commands.docgen --write docs/recipes.md"

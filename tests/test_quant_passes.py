@@ -25,7 +25,7 @@ from modelmake import textenc  # noqa: E402
 from modelmake.passes import REGISTRY, onnxmeta  # noqa: E402
 from modelmake.passes import fp16, int4, static_quantize  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
-from modelmake.recipe import RecipeError, parse_recipe  # noqa: E402
+from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
 PASSES = {m.PASS.type: m.PASS for m in (static_quantize, int4, fp16)}
 CALIBRATE = {"data": "reviews", "samples": 32, "batch_size": 8, "max_length": 32}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from buildkit import TESTS, doit, make_project, started_line, wipe_outputs
-from modelmake import digest
+from modelmake.core import digest
 from modelmake.store import Store
 
 HOST_DEPENDENT = ("latency_ms", "throughput_per_s", "threads", "runs", "speedup_x")
@@ -297,7 +297,7 @@ def test_read_only_artifacts_is_one_clear_error(blank, tmp_path):
 
 
 def test_store_verify_and_gc(built):
-    cli = [sys.executable, "-m", "modelmake.cli"]
+    cli = [sys.executable, "-m", "modelmake.commands.cli"]
     def store(*args):
         return subprocess.run([*cli, "store", *args], cwd=built, capture_output=True, text=True)
 

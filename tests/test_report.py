@@ -39,7 +39,7 @@ def reported(tmp_path_factory):
 
 
 def expected_front(project: Path) -> set[str]:
-    from modelmake.report import Point, pareto
+    from modelmake.commands.report import Point, pareto
 
     pts = [Point(n, metrics_of(project, n)["latency_ms.p50"], metrics_of(project, n)["accuracy"]) for n in RECIPES]
     return {p.name for p in pareto(pts)}
@@ -82,7 +82,8 @@ def tables_of(text: str) -> dict[str, list[list[str]]]:
 
 # ---------------------------------------------------------------- the page as written
 def test_report_holds_metrics_steps_and_provenance(reported):
-    from modelmake import digest, records
+    from modelmake.core import digest
+    from modelmake.build import records
 
     project, _ = reported
     text = (project / "artifacts/report.html").read_text()
@@ -115,7 +116,7 @@ def test_report_holds_metrics_steps_and_provenance(reported):
 
 
 def test_pareto_front_and_escaping():
-    from modelmake.report import Point, chart_svg, pareto
+    from modelmake.commands.report import Point, chart_svg, pareto
 
     pts = [Point("fast", 1.0, 0.80), Point("accurate", 5.0, 0.90), Point("worse", 6.0, 0.85),
            Point("same-speed-worse", 1.0, 0.70)]

@@ -125,7 +125,7 @@ def test_unexpected_error_keeps_its_detail():
     from doit.exceptions import TaskError
     from doit.task import Task
 
-    from modelmake.reporter import BuildReporter
+    from modelmake.build.console import BuildReporter
 
     out = io.StringIO()
     rep = BuildReporter(out, {})

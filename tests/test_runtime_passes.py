@@ -19,9 +19,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_passes import (exported, fused, one_thread, op_counts, ort_logits, ours, run_pass,  # noqa: E402,F401
                          tiny, work)
 
-from modelmake import evaluate, package  # noqa: E402
-from modelmake.passes import REGISTRY, onnxmeta, ort_optimize, session_tune  # noqa: E402
-from modelmake.recipe import RecipeError, parse_recipe  # noqa: E402
+from modelmake.metrics import evaluate
+from modelmake import package  # noqa: E402
+from modelmake.passes import REGISTRY, ort_optimize, session_tune  # noqa: E402
+from modelmake.runtime import onnxmeta
+from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
 # Small enough to time in well under a second, but a real grid (two candidates).
 TINY_TUNE = {"intra_op_threads": ["1", "2"], "warmup": 1, "runs": 5, "sequence": 16}

@@ -11,8 +11,8 @@ import os
 import zipfile
 from pathlib import Path
 
-from modelmake.evaluate import EMBEDDING_OUTPUTS
-from modelmake.passes import onnxmeta
+from modelmake.metrics.evaluate import EMBEDDING_OUTPUTS
+from modelmake.runtime import onnxmeta
 from modelmake.passes.session_tune import settings_of
 
 TOKENIZER_FILES = ("special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
@@ -131,7 +131,7 @@ def _dumps(obj) -> bytes:
 def _tokenizer_block(tokenizer_dir: Path) -> dict:
     from tokenizers import Tokenizer
 
-    from modelmake import textenc
+    from modelmake.core import textenc
 
     tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
     pad_id, pad_token = textenc.padding_of(Path(tokenizer_dir), tok)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from modelmake.progress import say
+from modelmake.core.progress import say
 
 # Model formats a step consumes or produces.
 HF = "hf"      # a Hugging Face folder: config.json, weights, tokenizer files
@@ -87,7 +87,7 @@ class StepContext:
     config: dict[str, Any]        # validated, every default filled in (keys whose `when` is unmet left out)
     model_dir: Path               # input model folder (one of Pass.input_formats)
     out_dir: Path                 # empty folder; write outputs here (temp, published by caller)
-    datasets: dict[str, Any] = field(default_factory=dict)  # name -> modelmake.data.Dataset
+    datasets: dict[str, Any] = field(default_factory=dict)  # name -> modelmake.inputs.data.Dataset
     step: str = ""                # task name, for messages
     tokenizer_dir: Path | None = None  # tokenizer files as of this step (passes that need_tokenizer)
     task: str = "text-classification"  # the recipe's model.task (set for task_dependent passes)

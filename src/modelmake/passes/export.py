@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from modelmake.passes import onnxmeta
+from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ENTRY_FILE, HF, ONNX, PYTORCH, Field, Pass, StepContext
 
 PASS = Pass(
@@ -282,7 +282,7 @@ def _user_model(folder: Path, function: str):
 
     import torch
 
-    from modelmake.textenc import INPUT_KEYS
+    from modelmake.core.textenc import INPUT_KEYS
 
     mod_name, _, func_name = function.partition(":")
     what = f"model.function {function!r}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from modelmake.passes.base import HF, Field, Pass, StepContext
-from modelmake.progress import bar
+from modelmake.core.progress import bar
 
 PASS = Pass(
     type="finetune",

@@ -1,7 +1,7 @@
 """ONNX -> ONNX float16 conversion of weights and compute, with ORT's transformers converter."""
 from __future__ import annotations
 
-from modelmake.passes import onnxmeta
+from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
 PASS = Pass(

@@ -1,7 +1,7 @@
 """ONNX -> ONNX transformer fusions (Attention, LayerNorm, Gelu...) with ORT's transformers optimizer."""
 from __future__ import annotations
 
-from modelmake.passes import onnxmeta
+from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
 # onnxruntime.transformers.optimizer.MODEL_TYPES of onnxruntime 1.32, spelled out here because the

@@ -8,7 +8,7 @@ QOperator output.
 """
 from __future__ import annotations
 
-from modelmake.passes import onnxmeta
+from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
 PASS = Pass(
@@ -116,7 +116,7 @@ def quantize_model(model, targets: list, bits: int, block_size: int, symmetric: 
 def run(ctx: StepContext) -> None:
     import onnx
 
-    from modelmake.progress import bar
+    from modelmake.core.progress import bar
 
     cfg = ctx.config
     src = ctx.model_dir / onnxmeta.MODEL_FILE

@@ -10,7 +10,7 @@ those layout rewrites still happen, at load time, on the host that actually runs
 """
 from __future__ import annotations
 
-from modelmake.passes import onnxmeta
+from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
 LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED"}

@@ -1,7 +1,7 @@
 """ONNX -> ONNX dynamic int8 quantization of weights (activations quantized at run time)."""
 from __future__ import annotations
 
-from modelmake.passes import onnxmeta
+from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
 PASS = Pass(

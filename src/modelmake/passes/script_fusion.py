@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelmake.passes import onnxmeta
+from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
 ATTENTION_LEVELS = ("attention", "mha", "none")

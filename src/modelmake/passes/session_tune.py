@@ -14,9 +14,9 @@ from __future__ import annotations
 import itertools
 import json
 
-from modelmake.passes import onnxmeta
+from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
-from modelmake.progress import bar
+from modelmake.core.progress import bar
 
 SESSION_OPTIONS = onnxmeta.PREFIX + "session_options"
 EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
@@ -161,8 +161,8 @@ def _row(c: dict) -> str:
 def run(ctx: StepContext) -> None:
     import onnx
 
-    from modelmake import textenc
-    from modelmake.hostinfo import host_fingerprint
+    from modelmake.core import textenc
+    from modelmake.core.hostinfo import host_fingerprint
 
     cfg = ctx.config
     grid = candidates(cfg)

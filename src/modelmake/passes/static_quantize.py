@@ -1,7 +1,7 @@
 """ONNX -> ONNX static int8 quantization: activation ranges calibrated on texts from a dataset."""
 from __future__ import annotations
 
-from modelmake.passes import onnxmeta
+from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
 PASS = Pass(
@@ -85,7 +85,7 @@ def _reader(batches: list[dict], progress):
 
 
 def calibration_batches(ctx: StepContext, inputs: list[str]) -> list[dict]:
-    from modelmake import textenc
+    from modelmake.core import textenc
     from modelmake.passes.finetune import select_rows
 
     cfg = ctx.config
@@ -162,7 +162,7 @@ def run(ctx: StepContext) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from modelmake.progress import bar
+    from modelmake.core.progress import bar
 
     cfg = ctx.config
     src = ctx.model_dir / onnxmeta.MODEL_FILE

@@ -1,0 +1,41 @@
+"""Per-task build records: what each task last produced, from what, and how long it took.
+
+A record is written (atomically) every time a task's action succeeds, to
+artifacts/<recipe>/records/<task>.json. It holds the store key of the task's result and every
+key the task used (what `modelmake store gc` keeps), the settings and input digests that made
+the key (what `modelmake why` compares against), and build times and host (what reports show).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+from modelmake.core.files import atomic_file
+
+FOLDER = "records"
+
+
+def path_of(spec: dict) -> Path:
+    """Where the task of `spec` records its last successful run."""
+    return Path(spec["base"]) / FOLDER / (file_stem(spec["task"]) + ".json")
+
+
+def file_stem(task: str) -> str:
+    return task.replace(":", "-").replace("/", "-")
+
+
+def write(spec: dict, record: dict) -> None:
+    record = {**record, "task": spec["task"],
+              "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    atomic_file(path_of(spec), lambda tmp: tmp.write_bytes(
+        json.dumps(record, indent=1, sort_keys=True).encode() + b"\n"))
+
+
+def read(spec: dict, root: Path = Path(".")) -> dict | None:
+    """The task's last record, or None when it never ran here (or the record is unreadable)."""
+    try:
+        data = json.loads((Path(root) / path_of(spec)).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

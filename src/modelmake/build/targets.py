@@ -1,0 +1,111 @@
+"""Build outputs under artifacts/: placed atomically, and checked before they are trusted.
+
+Every target is copied from a verified store object into a temp name beside it and renamed into
+place. A small sidecar (`.mm-stat*`, ignored by manifests) records each file's size, mtime and
+digest at that moment, so a later run can tell cheaply (stat only) that a target is untouched, and
+for certain (digest) that one was edited, truncated or bit-flipped on disk — then the task is
+stale and its result is restored from the store instead of being handed on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from modelmake.core import digest
+from modelmake.core.faults import kill_point
+from modelmake.core.files import atomic_file, copy_writable, rmtree, sweep_leftovers
+
+FOLDER_SIDECAR = ".mm-stat.json"
+# a target without a sidecar (placed by hand, or before sidecars existed) is not trusted, but it
+# is not "damaged" either: runner replaces it without a warning
+NO_RECORD = "no record of what was placed there"
+
+
+def _sidecar(path: Path) -> Path:
+    return path / FOLDER_SIDECAR if path.is_dir() else path.parent / f".mm-stat-{path.name}.json"
+
+
+def _files(path: Path) -> dict[str, Path]:
+    if path.is_dir():
+        rels = [p.as_posix() for p in digest.list_files(path)] + [digest.MANIFEST]
+        return {rel: path / rel for rel in rels if (path / rel).exists()}
+    return {path.name: path}
+
+
+def record(path: Path) -> None:
+    """Remember what `path` (a file or folder just materialized) looks like."""
+    state = {}
+    for rel, f in _files(path).items():
+        st = f.stat()
+        state[rel] = [st.st_size, st.st_mtime_ns, digest.file_digest(f)]
+    atomic_file(_sidecar(path), lambda tmp: tmp.write_text(json.dumps(state, sort_keys=True)))
+
+
+def problem(path: Path) -> str | None:
+    """None if `path` is as materialized; else what is wrong, in a few words."""
+    path = Path(path)
+    if not path.exists():
+        return "missing"
+    try:
+        state = json.loads(_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return NO_RECORD
+    files = _files(path)
+    if set(files) != set(state):
+        extra, missing = set(files) - set(state), set(state) - set(files)
+        return f"{sorted(missing)[0]} is missing" if missing else f"unexpected file {sorted(extra)[0]}"
+    changed = False
+    for rel, f in files.items():
+        size, mtime_ns, xxh3 = state[rel]
+        st = f.stat()
+        if st.st_size != size:
+            return f"{rel} changed size ({size} -> {st.st_size} bytes)"
+        if st.st_mtime_ns != mtime_ns:
+            if digest.file_digest(f) != xxh3:
+                return f"{rel} was changed on disk (content digest mismatch)"
+            changed = True
+    if changed:  # touched but identical: refresh the stat cache so the digest is not redone
+        record(path)
+    return None
+
+
+def intact(paths: list[str]) -> bool:
+    """doit `uptodate` check: every target is as it was placed."""
+    return all(problem(Path(p)) is None for p in paths)
+
+
+def place_folder(obj: Path, dest: Path) -> None:
+    """Copy a store object to dest: a full copy next to dest, then swapped in by renames."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    sweep_leftovers(dest)
+    tmp = dest.parent / f".mm-{dest.name}.{uuid.uuid4().hex[:8]}"
+    old = dest.parent / f".mm-old-{dest.name}.{uuid.uuid4().hex[:8]}"
+    try:
+        shutil.copytree(obj, tmp, copy_function=copy_writable)
+        if dest.exists():
+            os.rename(dest, old)
+        kill_point("place")
+        os.rename(tmp, dest)
+    finally:  # also on KeyboardInterrupt: no half-copied folder is left behind
+        for leftover in (tmp, old):
+            if leftover.exists():
+                rmtree(leftover)
+    record(dest)
+
+
+def place_file(src: Path, dest: Path) -> None:
+    atomic_file(dest, lambda tmp: copy_writable(src, tmp))
+    record(dest)
+
+
+def remove(path: Path) -> None:
+    side = _sidecar(path) if path.exists() else None
+    if path.is_dir():
+        rmtree(path)
+    elif path.exists():
+        path.unlink()
+    if side is not None and side.exists() and side.parent.exists():
+        side.unlink()

