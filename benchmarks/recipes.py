@@ -51,7 +51,8 @@ def step_build_seconds(project: Path, recipe: str) -> float:
 
 def final_models(project: Path, recipes: list[str]) -> dict[str, tuple[Path, Path]]:
     """recipe -> (final model.onnx, tokenizer folder), as the build graph lays them out."""
-    from modelmake.build.graph import find_project, layouts
+    from modelmake.build.layout import layouts
+    from modelmake.build.project import find_project
     from modelmake.inputs.recipe import load_recipes
 
     proj = find_project(project)

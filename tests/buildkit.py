@@ -128,6 +128,14 @@ def doit(project: Path, *args: str, env: dict | None = None, timeout: float = 60
     return run
 
 
+def steps_of(project: Path) -> dict:
+    """{task name: typed step} of a project's recipes, compiled as a build would (nothing runs)."""
+    from modelmake.build.compile import compile_steps
+    from modelmake.build.project import find_project
+
+    return {s.task: s for s in compile_steps(find_project(project))}
+
+
 def passes_built(run: Run) -> set[str]:
     return {b for b in run.built if b.startswith("pass:")}
 

@@ -19,13 +19,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from buildkit import make_project, recipe_text  # noqa: E402
+from buildkit import make_project, recipe_text, steps_of  # noqa: E402
 from test_passes import TEXTS, exported, one_thread, op_counts, ours, run_pass, tiny, work  # noqa: E402,F401
 from test_quant_passes import RECIPE, assert_close  # noqa: E402
 
-from modelmake.build import keys
 from modelmake.core import textenc  # noqa: E402
-from modelmake.build.graph import compile_tasks, find_project  # noqa: E402
 from modelmake.passes import REGISTRY, script_fusion  # noqa: E402
 from modelmake.runtime import onnxmeta
 from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
@@ -223,17 +221,15 @@ def project(tmp_path_factory) -> Path:
     return make_project(tmp_path_factory.mktemp("dynamo-project") / "proj")
 
 
-def fusion_spec(project: Path, step_lines: str) -> dict:
+def fusion_step(project: Path, step_lines: str):
     extra = f'\n[[pass]]\nname = "sfuse"\n{step_lines}\n'
     (project / "recipes/tiny.toml").write_text(recipe_text(extra))
-    task = next(t for t in compile_tasks(find_project(project))
-                if t["basename"] == "pass" and t["name"] == "tiny/sfuse")
-    return task["actions"][0][1][0]
+    return steps_of(project)["pass:tiny/sfuse"]
 
 
 def test_key_changes_with_output_changing_settings_only(project):
     def key(lines: str) -> str:
-        return keys.pass_key(fusion_spec(project, lines), lambda folder: "same inputs")
+        return fusion_step(project, lines).key(lambda folder: "same inputs")
 
     base = key('type = "onnxscript-fusion"')
     # written-out defaults, other key order, comments: the same step
@@ -242,9 +238,9 @@ def test_key_changes_with_output_changing_settings_only(project):
                 key('type = "onnxscript-fusion"\nattention = "none"'),
                 key('type = "onnxscript-fusion"\nfusions = false')]
     assert len({base, *variants}) == 4
-    spec = fusion_spec(project, 'type = "onnxscript-fusion"\nfusions = false')
-    assert spec["static"]["config"] == {"fusions": False}  # attention means nothing then, so it is not keyed
-    assert {"onnxscript", "onnx-ir"} <= set(spec["static"]["libraries"])
+    step = fusion_step(project, 'type = "onnxscript-fusion"\nfusions = false')
+    assert step.config == {"fusions": False}  # attention means nothing then, so it is not keyed
+    assert {"onnxscript", "onnx-ir"} <= set(step.libraries)
 
 
 def test_shipped_dynamo_recipe_shares_fine_tuning_with_bert_int8():

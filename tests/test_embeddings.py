@@ -18,13 +18,11 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from buildkit import doit, make_project  # noqa: E402
+from buildkit import doit, make_project, steps_of  # noqa: E402
 from tinymodel import make_tiny_bert  # noqa: E402
 
 from modelmake.metrics import evaluate
-from modelmake.build import keys
 from modelmake.core import textenc  # noqa: E402
-from modelmake.build.graph import compile_tasks, find_project  # noqa: E402
 from modelmake.passes import get, onnxmeta  # noqa: E402
 from modelmake.runtime.onnxmeta import op_counts  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
@@ -262,14 +260,13 @@ def keyproj(tmp_path_factory) -> Path:
 
 
 def test_keys_change_with_the_task(keyproj):
-    specs = {t["basename"] + (":" + t["name"] if t.get("name") else ""): t["actions"][0][1][0]
-             for t in compile_tasks(find_project(keyproj)) if t.get("actions")}
+    steps = steps_of(keyproj)
     content = lambda folder: "same content"  # noqa: E731 - as if both recipes' inputs were equal
-    assert keys.pass_key(specs["pass:emb/export"], content) != keys.pass_key(specs["pass:cls/export"], content)
+    assert steps["pass:emb/export"].key(content) != steps["pass:cls/export"].key(content)
     # ONNX passes do not read the task: the model they get says what it is
-    assert keys.pass_key(specs["pass:emb/fuse"], content) == keys.pass_key(specs["pass:cls/fuse"], content)
-    assert specs["eval:emb"]["static"]["task"] == FE and specs["eval:cls"]["static"]["task"] == "text-classification"
-    assert keys.package_key(specs["package:emb"], content, {}) != keys.package_key(specs["package:cls"], content, {})
+    assert steps["pass:emb/fuse"].key(content) == steps["pass:cls/fuse"].key(content)
+    assert steps["eval:emb"].settings()["task"] == FE and steps["eval:cls"].settings()["task"] == "text-classification"
+    assert steps["package:emb"].key(content, {}) != steps["package:cls"].key(content, {})
 
 
 def test_a_bad_metric_is_one_line_from_doit(keyproj):

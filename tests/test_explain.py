@@ -158,16 +158,16 @@ def test_a_damaged_target_is_named(project):
 def test_library_code_version_and_host_changes_are_named(project, monkeypatch, capsys):
     monkeypatch.delenv("MODELMAKE_STORE", raising=False)
     monkeypatch.chdir(project)
-    from modelmake.build import graph
     from modelmake import passes
+    from modelmake.build import compile as build_compile
 
     real_version = digest.library_version("onnxruntime")
     quantize = passes.get("dynamic-int8")
     monkeypatch.setitem(passes.REGISTRY, "dynamic-int8", dataclasses.replace(quantize, version=quantize.version + 1))
-    host = graph.host_fingerprint()
+    host = build_compile.host_fingerprint()
     monkeypatch.setattr(digest, "library_version",
                         lambda dist, real=digest.library_version: "0.0.1.test" if dist == "onnxruntime" else real(dist))
-    monkeypatch.setattr(graph, "host_fingerprint", lambda: {**host, "cpu": "Another CPU"})
+    monkeypatch.setattr(build_compile, "host_fingerprint", lambda: {**host, "cpu": "Another CPU"})
 
     assert status.main("why", ["tiny", "--json"]) == 0
     tasks = {t["task"]: t for t in json.loads(capsys.readouterr().out)["tasks"]}

@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildkit import doit, make_project, recipe_text
+from buildkit import doit, make_project, recipe_text, steps_of
 from modelmake.metrics import evaluate
-from modelmake.build import keys
 from modelmake.core import textenc
 from modelmake.inputs.data import load_dataset
-from modelmake.build.graph import compile_tasks, find_project
 from modelmake.passes import get
 from modelmake.passes.base import StepContext
 from modelmake.inputs.recipe import RecipeError, parse_recipe
@@ -154,27 +152,25 @@ def project(tmp_path_factory) -> Path:
     return make_project(tmp_path_factory.mktemp("lora-project") / "proj")
 
 
-def finetune_spec(project: Path, recipe: str) -> dict:
+def finetune_step(project: Path, recipe: str):
     (project / "recipes/tiny.toml").write_text(recipe)
-    task = next(t for t in compile_tasks(find_project(project))
-                if t["basename"] == "pass" and t["name"] == "tiny/finetune")
-    return task["actions"][0][1][0]
+    return steps_of(project)["pass:tiny/finetune"]
 
 
-def key_of(spec: dict) -> str:
-    return keys.pass_key(spec, lambda folder: "same inputs")
+def key_of(step) -> str:
+    return step.key(lambda folder: "same inputs")
 
 
 def test_key_follows_lora_settings_only_under_lora(project):
-    full = finetune_spec(project, recipe_text())
-    lora8 = finetune_spec(project, with_finetune('method = "lora"\nlora_r = 8\n'))
-    lora4 = finetune_spec(project, with_finetune('method = "lora"\nlora_r = 4\n'))
-    lora_default = finetune_spec(project, with_finetune('method = "lora"\n'))
+    full = finetune_step(project, recipe_text())
+    lora8 = finetune_step(project, with_finetune('method = "lora"\nlora_r = 8\n'))
+    lora4 = finetune_step(project, with_finetune('method = "lora"\nlora_r = 4\n'))
+    lora_default = finetune_step(project, with_finetune('method = "lora"\n'))
     assert len({key_of(full), key_of(lora8), key_of(lora4)}) == 3
     assert key_of(lora_default) == key_of(lora8)  # 8 is the default: writing it changes nothing
     # full fine-tuning keys neither the LoRA settings nor peft's version
-    assert not any(k.startswith("lora_") for k in full["static"]["config"])
-    assert "peft" not in full["static"]["libraries"] and "peft" in lora8["static"]["libraries"]
+    assert not any(k.startswith("lora_") for k in full.config)
+    assert "peft" not in full.libraries and "peft" in lora8.libraries
 
 
 @pytest.mark.parametrize("extra,key,needle", [

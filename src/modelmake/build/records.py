@@ -11,31 +11,32 @@ import datetime as _dt
 import json
 from pathlib import Path
 
+from modelmake.build.steps import Step
 from modelmake.core.files import atomic_file
 
 FOLDER = "records"
 
 
-def path_of(spec: dict) -> Path:
-    """Where the task of `spec` records its last successful run."""
-    return Path(spec["base"]) / FOLDER / (file_stem(spec["task"]) + ".json")
+def path_of(step: Step) -> Path:
+    """Where `step` records its last successful run."""
+    return Path(step.base) / FOLDER / (file_stem(step.task) + ".json")
 
 
 def file_stem(task: str) -> str:
     return task.replace(":", "-").replace("/", "-")
 
 
-def write(spec: dict, record: dict) -> None:
-    record = {**record, "task": spec["task"],
+def write(step: Step, record: dict) -> None:
+    record = {**record, "task": step.task,
               "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    atomic_file(path_of(spec), lambda tmp: tmp.write_bytes(
+    atomic_file(path_of(step), lambda tmp: tmp.write_bytes(
         json.dumps(record, indent=1, sort_keys=True).encode() + b"\n"))
 
 
-def read(spec: dict, root: Path = Path(".")) -> dict | None:
-    """The task's last record, or None when it never ran here (or the record is unreadable)."""
+def read(step: Step, root: Path = Path(".")) -> dict | None:
+    """The step's last record, or None when it never ran here (or the record is unreadable)."""
     try:
-        data = json.loads((Path(root) / path_of(spec)).read_bytes())
+        data = json.loads((Path(root) / path_of(step)).read_bytes())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -5,8 +5,8 @@ question: "what key would this task have, and is that result already built?". A 
 content digests of the folders the task reads, and those are other tasks' results, so keys are
 resolved chain by chain from the sources (whose keys come from their specs alone):
 
-- a source item's key is keys.source_item_key(item); its folder's content is the content of
-  its store object;
+- a source item's key is SourceItem.key(); its folder's content is the content of its store
+  object;
 - a pass/eval/package input's content is the content of the store object of the task that
   produces that folder; when that object is missing (collected, or another store) but the
   folder in artifacts/ is intact and its build record names the same key, the folder itself;
@@ -15,9 +15,10 @@ resolved chain by chain from the sources (whose keys come from their specs alone
 When an input cannot be known (nothing upstream was built), the task's key is None and
 `unknown` says which task has to be built first. Nothing here imports an ML library.
 
-    from modelmake.build.resolve import load_tasks, resolve
-    project, tasks = load_tasks(root)
-    res = resolve(project, tasks)          # {task name: Resolution}
+    from modelmake.build.compile import load_steps
+    from modelmake.build.resolve import resolve
+    project, steps = load_steps(root)
+    res = resolve(project, steps)          # {task name: Resolution}
     res["eval:bert-int8"].in_store, res["eval:bert-int8"].metrics_file
 """
 from __future__ import annotations
@@ -27,9 +28,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelmake.core import digest
 from modelmake.build import keys, records, targets
-from modelmake.build.graph import Project, compile_tasks, find_project
+from modelmake.build.compile import compile_steps
+from modelmake.build.project import Project
+from modelmake.build.steps import EvalStep, PackageStep, PassStep, SourceStep, Step
+from modelmake.core import digest
+from modelmake.core.digest import folder_content
 from modelmake.store import Store
 
 STORE, ARTIFACTS = "store", "artifacts"  # where an input's content was found
@@ -54,54 +58,31 @@ class Resolution:
         return list(self.items.values()) if self.kind == "source" else [self.key] if self.key else []
 
 
-def spec_of(task: dict) -> dict | None:
-    """The runner spec of a compiled step task (None for group tasks without an action)."""
-    actions = task.get("actions") or []
-    if not actions or not isinstance(actions[0], tuple) or not actions[0][1]:
-        return None
-    spec = actions[0][1][0]
-    return spec if isinstance(spec, dict) and "task" in spec else None
+def resolve(project: Project, steps: list[Step] | None = None, store: Store | None = None) -> dict[str, Resolution]:
+    """{task name: Resolution} for every source, pass, eval and package step of `steps`
+    (default: the project's compiled steps), against `store` (default: the project's store).
+    Step paths are relative to project.root."""
+    steps = compile_steps(project) if steps is None else steps
+    return _Resolver(project, steps, store or Store(project.store)).run()
 
 
-def load_plugins() -> None:
-    """Import $MODELMAKE_PLUGINS, as dodo.py does, so recipes may use their pass types."""
-    from modelmake.inputs import plugins
-    from modelmake.inputs.recipe import RecipeError
-
-    try:
-        plugins.load(os.environ.get("MODELMAKE_PLUGINS", ""))
-    except plugins.PluginError as e:
-        raise RecipeError("MODELMAKE_PLUGINS", "", str(e)) from None
-
-
-def load_tasks(root: Path) -> tuple[Project, list[dict]]:
-    """The project at root and its compiled tasks (plugins loaded). Raises RecipeError for a bad
-    recipe or plugin."""
-    load_plugins()
-    project = find_project(root)
-    return project, compile_tasks(project)
-
-
-def resolve(project: Project, tasks: list[dict] | None = None, store: Store | None = None) -> dict[str, Resolution]:
-    """{task name: Resolution} for every source, pass, eval and package task of `tasks`
-    (default: the project's compiled tasks), against `store` (default: the project's store).
-    Spec paths are relative to project.root."""
-    tasks = compile_tasks(project) if tasks is None else tasks
-    return _Resolver(project, tasks, store or Store(project.store)).run()
+def producers(steps: list[Step]) -> dict[str, tuple[str, str | None]]:
+    """Output folder or file (normalized path) -> (the task that writes it, the source item or None)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for step in steps:
+        if isinstance(step, SourceStep):
+            for item in step.items:
+                out[_norm(item.out)] = (step.task, item.what)
+        elif isinstance(step, (PassStep, EvalStep, PackageStep)):
+            out[_norm(step.out)] = (step.task, None)
+    return out
 
 
 class _Resolver:
-    def __init__(self, project: Project, tasks: list[dict], store: Store):
+    def __init__(self, project: Project, steps: list[Step], store: Store):
         self.root, self.store = project.root, store
-        self.specs = {s["task"]: s for s in map(spec_of, tasks)
-                      if s is not None and keys.kind_of(s) in ("source", "pass", "eval", "package")}
-        self.producer: dict[str, tuple[str, str | None]] = {}  # output path -> (task, source item)
-        for name, spec in self.specs.items():
-            if keys.kind_of(spec) == "source":
-                for item in spec["items"]:
-                    self.producer[_norm(item["out"])] = (name, item["what"])
-            else:
-                self.producer[_norm(spec["out"])] = (name, None)
+        self.specs = {s.task: s for s in steps if isinstance(s, (SourceStep, PassStep, EvalStep, PackageStep))}
+        self.producer = producers(steps)
         self.done: dict[str, Resolution] = {}
 
     def run(self) -> dict[str, Resolution]:
@@ -114,20 +95,19 @@ class _Resolver:
         if name in self.done:
             return self.done[name]
         spec = self.specs[name]
-        kind = keys.kind_of(spec)
-        res = Resolution(task=name, kind=kind)
-        if kind == "source":
-            for item in spec["items"]:
-                res.items[item["what"]] = keys.source_item_key(item, self.root, spec["version"])
+        res = Resolution(task=name, kind=spec.kind)
+        if isinstance(spec, SourceStep):
+            for item in spec.items:
+                res.items[item.what] = item.key(self.root, spec.version)
             res.in_store = all(self._has(k) for k in res.items.values())
-            for item in spec["items"]:
-                if self._has(res.items[item["what"]]):
-                    res.content[item["out"]] = self._object_content(res.items[item["what"]])
+            for item in spec.items:
+                if self._has(res.items[item.what]):
+                    res.content[item.out] = self._object_content(res.items[item.what])
             self.done[name] = res
             return res
 
         contents: dict[str, str] = {}
-        for role, folder in keys.inputs(spec).items():
+        for role, folder in spec.inputs().items():
             digest_, how, why = self.content_of(folder)
             res.inputs[role] = digest_
             if digest_ is None:
@@ -136,21 +116,19 @@ class _Resolver:
                 contents[folder] = digest_
                 res.inputs_from[role] = how
         metrics: dict = {}
-        if kind == "package" and spec["metrics"] and res.unknown is None:
-            metrics_file, why = self.metrics_of(spec["metrics"])
+        if isinstance(spec, PackageStep) and spec.metrics and res.unknown is None:
+            metrics_file, why = self.metrics_of(spec.metrics)
             if metrics_file is None:
                 res.unknown = why
             else:
                 metrics = keys.portable_metrics(json.loads(metrics_file.read_bytes()))
         if res.unknown is None:
             content = contents.__getitem__
-            res.key = (keys.pass_key(spec, content) if kind == "pass"
-                       else keys.eval_key(spec, content) if kind == "eval"
-                       else keys.package_key(spec, content, metrics))
+            res.key = spec.key(content, metrics) if isinstance(spec, PackageStep) else spec.key(content)
             res.in_store = self._has(res.key)
-            if kind == "pass" and res.in_store:
-                res.content[spec["out"]] = self._object_content(res.key)
-            if kind == "eval":
+            if isinstance(spec, PassStep) and res.in_store:
+                res.content[spec.out] = self._object_content(res.key)
+            if isinstance(spec, EvalStep):
                 res.metrics_file = self._eval_metrics(spec, res.key)
         self.done[name] = res
         return res
@@ -162,7 +140,7 @@ class _Resolver:
         if where is None:  # not produced by any task: whatever is on disk
             path = self.root / folder
             if (path / digest.MANIFEST).is_file():
-                return keys.folder_content(path), ARTIFACTS, ""
+                return folder_content(path), ARTIFACTS, ""
             return None, "", f"{folder} does not exist and no task produces it"
         up = self.task(where[0])
         key = up.items.get(where[1]) if where[1] else up.key
@@ -171,7 +149,7 @@ class _Resolver:
         if self._has(key):
             return self._object_content(key), STORE, ""
         if self._placed(self.specs[up.task], folder, key):
-            return keys.folder_content(self.root / folder), ARTIFACTS, ""
+            return folder_content(self.root / folder), ARTIFACTS, ""
         return None, "", f"{up.task} is not built: no store object {key[:12]}, no intact {folder}"
 
     def metrics_of(self, path: str) -> tuple[Path | None, str]:
@@ -187,20 +165,20 @@ class _Resolver:
             return None, f"{up.task} is not built: no store object {up.key[:12]}, no intact {path}"
         return up.metrics_file, ""
 
-    def _eval_metrics(self, spec: dict, key: str) -> Path | None:
+    def _eval_metrics(self, spec: EvalStep, key: str) -> Path | None:
         obj = self.store.object_dir(key) / "metrics.json"
         if obj.is_file():
             return obj
-        return self.root / spec["out"] if self._placed(spec, spec["out"], key) else None
+        return self.root / spec.out if self._placed(spec, spec.out, key) else None
 
     # -- helpers
     def _has(self, key: str) -> bool:
         return (self.store.object_dir(key) / digest.MANIFEST).is_file()
 
     def _object_content(self, key: str) -> str:
-        return keys.folder_content(self.store.object_dir(key))
+        return folder_content(self.store.object_dir(key))
 
-    def _placed(self, spec: dict, out: str, key: str) -> bool:
+    def _placed(self, spec: Step, out: str, key: str) -> bool:
         """The target in artifacts/ is as placed, and the task's last record says it came from key."""
         record = records.read(spec, self.root)
         if not record or (record.get("key") != key and key not in (record.get("keys") or [])):

@@ -118,12 +118,13 @@ class Comparison:
 def load_comparison(root: Path, names: list[str] | None = None) -> Comparison:
     """Each selected recipe's metrics in artifacts/ (all recipes when names is empty), with notes
     on recipes that have none yet and on metrics that no longer match their recipe."""
-    from modelmake.build.resolve import load_tasks, resolve
+    from modelmake.build.compile import load_steps
+    from modelmake.build.resolve import resolve
 
-    project, tasks = load_tasks(root)
+    project, steps = load_steps(root)
     recipes = _recipes(project)
     selected = _select(names, sorted(recipes))
-    resolved = resolve(project, tasks)
+    resolved = resolve(project, steps)
     out: list[RecipeMetrics] = []
     notes: list[str] = []
     for name in selected:
@@ -324,9 +325,10 @@ def workspace_metrics(root: Path) -> RevMetrics:
 
 def revision_metrics(root: Path, rev: str) -> RevMetrics:
     """Metrics of every evaluated recipe as of git revision `rev`, read from the build store."""
-    from modelmake.build.graph import Project, compile_tasks, find_project
+    from modelmake.build.compile import compile_steps, load_plugins
+    from modelmake.build.project import Project, find_project
+    from modelmake.build.resolve import resolve
     from modelmake.inputs.recipe import load_recipes
-    from modelmake.build.resolve import load_plugins, resolve
     from modelmake.store import Store
 
     load_plugins()
@@ -362,7 +364,7 @@ def revision_metrics(root: Path, rev: str) -> RevMetrics:
                     (tree / path).symlink_to(root / path)
                     out.notes.append(f"{path} is not in git at {rev}; the working copy was used")
             rev_project = Project(tree, tree / "artifacts", project.store)
-            resolved = resolve(rev_project, compile_tasks(rev_project), Store(project.store))
+            resolved = resolve(rev_project, compile_steps(rev_project), Store(project.store))
         except RecipeError as e:
             raise RecipeError(f"{rev}:{prefix}{e.file}", e.key, e.message) from None
         for name, r in sorted(recipes.items()):

@@ -22,7 +22,9 @@ from pathlib import Path
 
 from modelmake.commands import compare
 from modelmake.core import digest
-from modelmake.build import keys, records
+from modelmake.build import records
+from modelmake.build.steps import PublishStep, SourceStep
+from modelmake.build.steps import Step as BuildStep
 from modelmake.core.files import atomic_file
 from modelmake.store import Store
 
@@ -143,26 +145,20 @@ def chart_points(comp: compare.Comparison) -> tuple[list[Point], list[str]]:
 
 # ---------------------------------------------------------------- steps and provenance
 @dataclass
-class Step:
+class StepRun:
     task: str
-    spec: dict
+    spec: BuildStep
     record: dict | None
     build_seconds: float | None   # how long the result took when it was built (store meta)
 
 
-def recipe_steps(project, tasks: list[dict], store: Store, names: list[str]) -> dict[str, list[Step]]:
-    from modelmake.build.resolve import spec_of
-
-    out: dict[str, list[Step]] = {n: [] for n in names}
-    for t in tasks:
-        spec = spec_of(t)
-        if spec is None:
+def recipe_steps(project, steps: list[BuildStep], store: Store, names: list[str]) -> dict[str, list[StepRun]]:
+    out: dict[str, list[StepRun]] = {n: [] for n in names}
+    for step in steps:
+        if step.recipe not in out:
             continue
-        recipe = spec["task"].split(":", 1)[1].split("/", 1)[0]
-        if recipe not in out:
-            continue
-        rec = records.read(spec, project.root)
-        out[recipe].append(Step(spec["task"], spec, rec, _build_seconds(rec, store)))
+        rec = records.read(step, project.root)
+        out[step.recipe].append(StepRun(step.task, step, rec, _build_seconds(rec, store)))
     return out
 
 
@@ -182,7 +178,7 @@ def _seconds(v) -> str:
     return "" if not compare.numeric(v) else f"{v:.1f} s" if v >= 1 else f"{v:.2f} s"
 
 
-def steps_html(steps: list[Step]) -> str:
+def steps_html(steps: list[StepRun]) -> str:
     rows = []
     total_run = total_build = 0.0
     for s in steps:
@@ -190,8 +186,8 @@ def steps_html(steps: list[Step]) -> str:
         if rec is None:
             rows.append(f'<tr class="never"><td>{_e(s.task)}</td><td colspan="4">no record: not run here yet</td></tr>')
             continue
-        kind = keys.kind_of(s.spec)
-        how = ("built" if rec.get("built") else "restored" if rec.get("keys") else "done") if kind != "optimize" else "done"
+        how = "done" if isinstance(s.spec, PublishStep) else (
+            "built" if rec.get("built") else "restored" if rec.get("keys") else "done")
         total_run += rec.get("seconds") or 0
         total_build += s.build_seconds or 0
         rows.append(f'<tr><td>{_e(s.task)}</td><td class="{_e(how)}">{_e(how)}</td>'
@@ -204,20 +200,11 @@ def steps_html(steps: list[Step]) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
-def _outputs(spec: dict) -> list[str]:
-    kind = keys.kind_of(spec)
-    if kind == "source":
-        return [i["out"] for i in spec["items"]]
-    if kind == "optimize":
-        return list(spec.get("targets", []))
-    return [spec["out"]]
-
-
 def _content(root: Path, rel: str) -> str:
     p = root / rel
     try:
         if p.is_dir():
-            return keys.folder_content(p)
+            return digest.folder_content(p)
         return digest.file_digest(p) if p.is_file() else ""
     except OSError:
         return ""
@@ -235,16 +222,16 @@ def _libraries(settings: dict) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(libs.items())) if isinstance(libs, dict) else ""
 
 
-def provenance_html(root: Path, steps: list[Step]) -> str:
+def provenance_html(root: Path, steps: list[StepRun]) -> str:
     rows = []
     for s in steps:
         rec = s.record or {}
         settings = rec.get("settings") if isinstance(rec.get("settings"), dict) else {}
         key_list = [rec["key"]] if rec.get("key") else list(rec.get("keys") or [])
         inputs = rec.get("inputs") if isinstance(rec.get("inputs"), dict) else {}
-        for i, out in enumerate(_outputs(s.spec)):
-            if keys.kind_of(s.spec) == "source":  # one store object per item: name the item's own
-                item_key = keys.source_item_key(s.spec["items"][i], root, s.spec["version"])
+        for i, out in enumerate(s.spec.outputs()):
+            if isinstance(s.spec, SourceStep):  # one store object per item: name the item's own
+                item_key = s.spec.items[i].key(root, s.spec.version)
                 key_list = [item_key] if item_key in (rec.get("keys") or []) else []
             content = _content(root, out)
             detail = json.dumps({"inputs": inputs, "settings": settings}, indent=1, sort_keys=True)
@@ -316,7 +303,7 @@ def metrics_html(comp: compare.Comparison) -> str:
             '<p class="meta">In parentheses: the change against the recipe\'s baseline step, measured in the same run.</p>')
 
 
-def page(project, comp: compare.Comparison, steps: dict[str, list[Step]]) -> str:
+def page(project, comp: compare.Comparison, steps: dict[str, list[StepRun]]) -> str:
     from modelmake.core.hostinfo import host_fingerprint
 
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -355,11 +342,11 @@ def page(project, comp: compare.Comparison, steps: dict[str, list[Step]]) -> str
 
 
 def write_report(root: Path, names: list[str] | None = None, out: Path | None = None) -> tuple[Path, compare.Comparison]:
-    from modelmake.build.resolve import load_tasks
+    from modelmake.build.compile import load_steps
 
-    project, tasks = load_tasks(root)
+    project, all_steps = load_steps(root)
     comp = compare.load_comparison(root, names)
-    steps = recipe_steps(project, tasks, Store(project.store), [r.name for r in comp.recipes])
+    steps = recipe_steps(project, all_steps, Store(project.store), [r.name for r in comp.recipes])
     html = page(project, comp, steps)
     dest = Path(out) if out else project.artifacts / DEFAULT
     atomic_file(dest, lambda tmp: tmp.write_text(html, encoding="utf-8"))

@@ -5,7 +5,7 @@ A task is judged by its store key, the way a build judges it (resolve.py compute
 - restorable: not up to date, but the store holds the current key: a build copies it back;
 - stale: a build has to compute it;
 - never built: no record here and nothing in the store.
-`why` names the difference: settings (keys.static_of) against the record's, input digests
+`why` names the difference: settings (Step.settings()) against the record's, input digests
 against the record's (and which task makes each input), damaged or missing targets.
 Nothing here imports an ML library, so both answer in well under a second.
 """
@@ -21,7 +21,9 @@ from pathlib import Path
 
 from modelmake.core import digest
 from modelmake.build import keys, records, targets
-from modelmake.build.resolve import Resolution, load_tasks, resolve, spec_of
+from modelmake.build.compile import load_steps
+from modelmake.build.resolve import Resolution, producers, resolve
+from modelmake.build.steps import PackageStep, PublishStep, SourceStep, Step
 from modelmake.store import Store
 
 UP_TO_DATE, RESTORABLE, STALE, NEVER = "up to date", "restorable", "stale", "never built"
@@ -101,36 +103,31 @@ def _input_name(role: str) -> str:
 # ---------------------------------------------------------------- judging tasks
 class Explainer:
     def __init__(self, root: Path):
-        self.project, self.tasks = load_tasks(root)
+        self.project, steps = load_steps(root)
         self.root = self.project.root
         self.store = Store(self.project.store)
-        self.resolved = resolve(self.project, self.tasks, self.store)
-        self.specs = {s["task"]: s for s in map(spec_of, self.tasks) if s is not None}
+        self.resolved = resolve(self.project, steps, self.store)
+        self.specs: dict[str, Step] = {s.task: s for s in steps}
         # folder a task writes -> the task, so an input can be traced to the step that makes it
-        self.producer: dict[str, str] = {}
-        for name, spec in self.specs.items():
-            outs = [i["out"] for i in spec["items"]] if keys.kind_of(spec) == "source" else [spec.get("out")]
-            for out in filter(None, outs):
-                self.producer[os.path.normpath(out)] = name
+        self.producer: dict[str, str] = {out: task for out, (task, _) in producers(steps).items()}
         self.verdicts: dict[str, Verdict] = {}
         for name in self.specs:
             self.judge(name)
 
     def recipe_of(self, task: str) -> str:
-        return task.split(":", 1)[1].split("/", 1)[0]
+        return self.specs[task].recipe
 
     def judge(self, name: str) -> Verdict:
         if name in self.verdicts:
             return self.verdicts[name]
         spec = self.specs[name]
-        kind = keys.kind_of(spec)
-        v = (self._judge_optimize(spec) if kind == "optimize"
+        v = (self._judge_optimize(spec) if isinstance(spec, PublishStep)
              else self._judge_step(spec, self.resolved[name]))
         self.verdicts[name] = v
         return v
 
-    def _judge_step(self, spec: dict, res: Resolution) -> Verdict:
-        name = spec["task"]
+    def _judge_step(self, spec: Step, res: Resolution) -> Verdict:
+        name = spec.task
         record = records.read(spec, self.root)
         current = res.keys  # one key, or one per source item; empty when it cannot be known yet
         last = ([record["key"]] if record and isinstance(record.get("key"), str)
@@ -142,7 +139,7 @@ class Explainer:
         if record is not None:
             settings = record.get("settings")
             if isinstance(settings, dict):
-                changes += setting_changes(settings, keys.static_of(spec))
+                changes += setting_changes(settings, spec.settings())
         changes += self._input_changes(spec, res, record)
         same_key = bool(current) and record is not None and set(current) <= set(last)
         if record is not None and not same_key and not changes:
@@ -165,15 +162,15 @@ class Explainer:
         v.reasons = changes + problems
         missing = [k for k in current if not (self.store.object_dir(k) / digest.MANIFEST).is_file()]
         if missing:
-            verb = "fetches" if keys.kind_of(spec) == "source" else "computes" if absent else "recomputes"
+            verb = "fetches" if isinstance(spec, SourceStep) else "computes" if absent else "recomputes"
             v.reasons.append(f"not in the store (key {', '.join(k[:12] for k in missing)}): a build {verb} it")
         return v
 
-    def _input_changes(self, spec: dict, res: Resolution, record: dict | None) -> list[str]:
+    def _input_changes(self, spec: Step, res: Resolution, record: dict | None) -> list[str]:
         out = []
         last = (record or {}).get("inputs")
         last = last if isinstance(last, dict) else {}
-        for role, folder in keys.inputs(spec).items():
+        for role, folder in spec.inputs().items():
             now, before = res.inputs.get(role), last.get(role)
             maker = self.producer.get(os.path.normpath(folder))
             if now is None:
@@ -185,11 +182,11 @@ class Explainer:
             elif before != now:
                 out.append(f"{_input_name(role)} changed: {before[:12]} -> {now[:12]} "
                            f"({f'made by {maker}' if maker else folder})")
-        known = all(res.inputs.get(role) is not None for role in keys.inputs(spec))
-        if keys.kind_of(spec) == "package" and spec.get("metrics") and res.key is None and known:
-            maker = self.producer.get(os.path.normpath(spec["metrics"]))
+        known = all(res.inputs.get(role) is not None for role in spec.inputs())
+        if isinstance(spec, PackageStep) and spec.metrics and res.key is None and known:
+            maker = self.producer.get(os.path.normpath(spec.metrics))
             # host-bound timings are not in a package: a re-run evaluation often gives the same key
-            out.append(f"the metrics it carries are known once {maker or spec['metrics']} has run "
+            out.append(f"the metrics it carries are known once {maker or spec.metrics} has run "
                        "(if they come out the same, the package is restored)")
         return out
 
@@ -201,31 +198,23 @@ class Explainer:
             return f"{what} exists once {maker} is built"
         return f"{what} changes when {maker} is rebuilt"
 
-    def _unexplained(self, spec: dict, res: Resolution, record: dict) -> list[str]:
+    def _unexplained(self, spec: Step, res: Resolution, record: dict) -> list[str]:
         """The key moved although settings and input digests did not: name what else is in it."""
-        kind = keys.kind_of(spec)
-        if kind == "source":
+        if isinstance(spec, SourceStep):
             last = set(record.get("keys") or [])
-            changed = [item for item in spec["items"] if res.items.get(item["what"]) not in last]
-            return [f"{i['what']}: {i['source'].get('path', 'its source')} changed since the last build here"
+            changed = [item for item in spec.items if res.items.get(item.what) not in last]
+            return [f"{i.what}: {i.source.get('path', 'its source')} changed since the last build here"
                     for i in changed] or ["its sources changed"]
-        if kind == "package" and spec.get("metrics"):
-            maker = self.producer.get(os.path.normpath(spec["metrics"]), spec["metrics"])
+        if isinstance(spec, PackageStep) and spec.metrics:
+            maker = self.producer.get(os.path.normpath(spec.metrics), spec.metrics)
             return [f"the metrics it carries ({', '.join(keys.PORTABLE)}, made by {maker}) changed"]
         if res.key is None:
             return [res.unknown or "its key cannot be known yet"]
         return [f"its key changed: {str(record.get('key'))[:12]} -> {res.key[:12]}"]
 
-    def _outputs(self, spec: dict) -> list[str]:
-        if keys.kind_of(spec) == "source":
-            return [i["out"] for i in spec["items"]]
-        if keys.kind_of(spec) == "optimize":
-            return list(spec["targets"])
-        return [spec["out"]]
-
-    def _target_problems(self, spec: dict) -> list[str]:
+    def _target_problems(self, spec: Step) -> list[str]:
         out = []
-        for rel in self._outputs(spec):
+        for rel in spec.outputs():
             problem = targets.problem(self.root / rel)
             if problem is None:
                 continue
@@ -237,8 +226,8 @@ class Explainer:
                 out.append(f"target {rel} was damaged or edited on disk: {problem}")
         return out
 
-    def _any_target(self, spec: dict) -> bool:
-        return any((self.root / rel).exists() for rel in self._outputs(spec))
+    def _any_target(self, spec: Step) -> bool:
+        return any((self.root / rel).exists() for rel in spec.outputs())
 
     def _done_note(self, record: dict, res: Resolution) -> str:
         how = "built" if record.get("built") else "restored from the store"
@@ -248,11 +237,11 @@ class Explainer:
         key = f"key {res.keys[0][:12]}, " if len(res.keys) == 1 else ""
         return f"{key}{how}{took} on {record.get('finished', '?')}; targets intact"
 
-    def _judge_optimize(self, spec: dict) -> Verdict:
+    def _judge_optimize(self, spec: PublishStep) -> Verdict:
         """The final model published at artifacts/<recipe>/model.onnx: a copy of the last step's."""
-        name = spec["task"]
-        v = Verdict(name, self.recipe_of(name), STALE)
-        maker = self.producer.get(os.path.normpath(spec["model"]))
+        name = spec.task
+        v = Verdict(name, spec.recipe, STALE)
+        maker = self.producer.get(os.path.normpath(spec.model))
         up = self.judge(maker) if maker else None
         problems = self._target_problems(spec)
         if up is not None and up.state == NEVER:
@@ -262,13 +251,13 @@ class Explainer:
             again = "rebuilt" if up.state == STALE else "restored"
             v.state, v.reasons = up.state, problems + [f"the final model is copied again after {maker} is {again}"]
             return v
-        if not problems and all(self._same_file(self.root / t, self.root / spec["model"]) for t in spec["targets"]):
+        if not problems and all(self._same_file(self.root / t, self.root / spec.model) for t in spec.targets):
             v.state = UP_TO_DATE
-            v.reasons = [f"{', '.join(spec['targets'])} is the model of {maker}"]
+            v.reasons = [f"{', '.join(spec.targets)} is the model of {maker}"]
             return v
         v.state = RESTORABLE
-        v.reasons = problems or [f"{', '.join(spec['targets'])} differs from the model of {maker}"]
-        v.reasons.append(f"a build copies it from {spec['model']}")
+        v.reasons = problems or [f"{', '.join(spec.targets)} differs from the model of {maker}"]
+        v.reasons.append(f"a build copies it from {spec.model}")
         return v
 
     @staticmethod
@@ -288,7 +277,7 @@ class Explainer:
 
     def select(self, what: str) -> list[str] | None:
         """Tasks named by `what`: a task name, a recipe (all its tasks) or optimize:<recipe>."""
-        if what in self.specs and keys.kind_of(self.specs[what]) != "optimize":
+        if what in self.specs and not isinstance(self.specs[what], PublishStep):
             return [what]
         recipe = what.removeprefix("optimize:")
         tasks = [n for n in self.specs if self.recipe_of(n) == recipe]

@@ -9,19 +9,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from modelmake.build.graph import compile_tasks, find_project
 from modelmake.build import records
+from modelmake.build.compile import compile_steps
+from modelmake.build.project import find_project
 from modelmake.store import Store
 
 
 def live_keys(root: Path) -> set[str]:
     project = find_project(root)
     live: set[str] = set()
-    for task in compile_tasks(project):
-        for action in task.get("actions") or []:
-            record = records.read(action[1][0], project.root)
-            if record and isinstance(record.get("keys"), list):
-                live.update(record["keys"])
+    for step in compile_steps(project):
+        record = records.read(step, project.root)
+        if record and isinstance(record.get("keys"), list):
+            live.update(record["keys"])
     return live
 
 

@@ -68,6 +68,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return json.loads((folder / MANIFEST).read_bytes())
 
 
+def folder_content(folder: str | Path) -> str:
+    """A folder's content digest: the digest of its manifest's bytes (the same for its store object)."""
+    return bytes_digest((Path(folder) / MANIFEST).read_bytes())
+
+
 def verify_folder(folder: Path, manifest: dict[str, Any] | None = None) -> str | None:
     """None if every file matches its manifest entry, else a short description of the first problem."""
     try:

@@ -147,3 +147,13 @@ def load_dataset(path: Path, spec: dict) -> Dataset:
                         f"{len(test)} test rows from {groups_by}; use more rows or change split.test/split.seed")
     labels = {v: k for k, v in sorted(label_map.items(), key=lambda kv: kv[1])}
     return Dataset(train=train, test=test, labels=labels)
+
+
+def load_dataset_folder(folder: Path, spec: dict) -> Dataset:
+    """load_dataset of the one file a source step fetched into `folder`."""
+    from modelmake.core.digest import list_files
+
+    files = [Path(folder) / f for f in list_files(Path(folder))]
+    if len(files) != 1:
+        raise DataError(f"{folder}: a dataset source must be one file, found {len(files)}")
+    return load_dataset(files[0], spec)

@@ -1,0 +1,73 @@
+"""Where each recipe's outputs live, and which folder holds its model and tokenizer at every step."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelmake import passes
+from modelmake.build.project import Project
+from modelmake.inputs.recipe import Recipe
+from modelmake.passes import base
+
+
+@dataclass
+class Layout:
+    """Where a recipe's outputs live, and which folder holds its model/tokenizer at each point."""
+
+    recipe: Recipe
+    base: Path
+    model_in: Path                 # folder the first pass reads
+    data: dict[str, Path]          # dataset name -> folder
+    outputs: list[Path]            # one folder per pass
+    formats: list[str]             # format after each pass
+    tokenizer: Path | None         # last Hugging Face folder (holds tokenizer files)
+    final_format: str
+    step_tokenizers: list[Path]    # tokenizer folder as of each pass's input
+    tokenizer_in: Path | None = None  # where the source step puts model.tokenizer's files
+    # the source folder holding the tokenizer files of the input model, and the recipe naming it
+    source_tokenizer: tuple[Path, Recipe] | None = None
+    baseline_recipe: "Layout | None" = None  # evaluate.baseline_recipe's layout: its final model is measured too
+
+    @property
+    def final(self) -> Path:
+        return self.outputs[-1] if self.outputs else self.model_in
+
+    def step_dir(self, name: str) -> Path:
+        return self.outputs[[s.name for s in self.recipe.steps].index(name)]
+
+
+def layouts(project: Project, recipes: dict[str, Recipe]) -> dict[str, Layout]:
+    done: dict[str, Layout] = {}
+
+    def build(r: Recipe) -> Layout:
+        if r.name in done:
+            return done[r.name]
+        base_dir = project.rel(project.artifacts) / r.name
+        src = base_dir / "steps" / "source"
+        tok_in = None
+        if r.model.kind == "recipe":
+            up = build(recipes[r.model.spec["recipe"]])
+            model_in, fmt, tok, source_tok = up.final, up.final_format, up.tokenizer, up.source_tokenizer
+        else:
+            tok_in = src / "tokenizer" if r.model_tokenizer else None
+            model_in, fmt, tok = src / "model", r.model_format, tok_in or src / "model"
+            source_tok = (tok, r)
+        outputs, formats, step_tokenizers = [], [], []
+        for s in r.steps:
+            step_tokenizers.append(tok)
+            outputs.append(base_dir / "steps" / s.name)
+            fmt = passes.get(s.type).output_format
+            formats.append(fmt)
+            if fmt == base.HF:
+                tok = outputs[-1]
+        lay = Layout(r, base_dir, model_in, {d: src / "data" / d for d in r.data}, outputs, formats, tok, fmt,
+                     step_tokenizers, tok_in, source_tok)
+        done[r.name] = lay
+        return lay
+
+    for r in recipes.values():
+        build(r)
+    for lay in done.values():
+        other = lay.recipe.evaluate and lay.recipe.evaluate.get("baseline_recipe")
+        lay.baseline_recipe = done[other] if other else None
+    return done

@@ -1,0 +1,57 @@
+"""Where a project's parts are: its root, artifacts/ and the store (from the environment or
+pyproject.toml's [tool.modelmake]); settings errors name the key and end the run with exit 2."""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelmake.inputs.recipe import RecipeError
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    artifacts: Path
+    store: Path
+
+    @property
+    def recipes_dir(self) -> Path:
+        return self.root / "recipes"
+
+    def rel(self, path: Path) -> Path:
+        """Paths inside the project relative to it: doit runs in the project folder, and a
+        relative path keeps doit's DB valid when the checkout moves."""
+        try:
+            return Path(path).relative_to(self.root)
+        except ValueError:
+            return Path(path)
+
+
+def find_project(root: Path) -> Project:
+    """Paths of a project. The store: $MODELMAKE_STORE, else [tool.modelmake].store, else artifacts/.store."""
+    root = Path(root).resolve()
+    artifacts = root / "artifacts"
+    store = os.environ.get("MODELMAKE_STORE") or _configured_store(root / "pyproject.toml")
+    return Project(root, artifacts, (root / store) if store else artifacts / ".store")
+
+
+def _configured_store(pyproject: Path) -> str | None:
+    """[tool.modelmake].store of the project's pyproject.toml, if any (errors name the key)."""
+    if not pyproject.is_file():
+        return None
+    try:
+        conf = tomllib.loads(pyproject.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as e:
+        raise RecipeError("pyproject.toml", "", f"not UTF-8 text (byte {e.start})") from None
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError is a ValueError
+        raise RecipeError("pyproject.toml", "", f"TOML syntax error: {e}") from None
+    tool = conf.get("tool", {})
+    section = tool.get("modelmake", {}) if isinstance(tool, dict) else None
+    if not isinstance(section, dict):
+        raise RecipeError("pyproject.toml", "tool.modelmake", "expected a table")
+    store = section.get("store")
+    if store is not None and (not isinstance(store, str) or not store.strip()):
+        raise RecipeError("pyproject.toml", "tool.modelmake.store", f"expected a non-empty path string, got {store!r}"[:200])
+    return store

@@ -1,0 +1,277 @@
+"""Evaluation of one recipe's model and its baseline: every metric family the recipe asks for,
+each measurement a stored result of its own (keyed by what determines it), combined into flat
+metrics and judged against the recipe's goals.
+
+The build's eval step (build/runner.py) hands over an `Evaluation` and a `keep` function that
+gets a result from the store or computes and stores it; nothing here knows about doit or the
+store. A new metric family is one function in `_FAMILIES` and a row in the metric catalogue.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from modelmake.core import digest
+from modelmake.core.digest import folder_content
+from modelmake.core.progress import say
+
+# (key, label, compute) -> the result: from the store, or computed and stored
+Keep = Callable[[str, str, Callable[[], dict]], dict]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What an eval step measures, and with what settings (build/steps.EvalStep.evaluation())."""
+
+    label: str                                 # the task, for messages ("eval:bert-int8")
+    evaluate: dict[str, Any]                   # the recipe's normalized [evaluate]
+    model_task: str
+    data_dir: str                              # the dataset's folder (one file)
+    data: dict[str, Any]                       # what is read of it: columns, labels, split
+    models: dict[str, tuple[str, str]]         # role -> (model folder, tokenizer folder)
+    version: int
+    libraries: dict[str, str]
+    host: dict[str, Any]
+    custom_files: dict[str, str]               # custom metric -> its module file
+    custom_code: dict[str, str]                # custom metric -> that file's digest
+    recipe_file: str                           # the recipe as the user knows it, for messages
+
+    @property
+    def recipe(self) -> str:
+        return self.label.split(":", 1)[1]
+
+
+def test_split(e: Evaluation) -> tuple[list[str], list[int]]:
+    """The texts and labels measured: the dataset's test split (a seeded sample of max_samples)."""
+    from modelmake.inputs.data import load_dataset_folder
+
+    rows = list(load_dataset_folder(Path(e.data_dir), e.data).test)
+    n = e.evaluate["max_samples"]
+    if n and n < len(rows):
+        rows = random.Random(0).sample(rows, n)
+    return [t for t, _ in rows], [y for _, y in rows]
+
+
+@dataclass
+class _Measuring:
+    """What every metric family needs: the models, the test split, how results are kept, the key parts."""
+
+    e: Evaluation
+    texts: list[str]
+    labels: list[int]
+    keep: Keep
+
+    @property
+    def ev(self) -> dict:
+        return self.e.evaluate
+
+    @property
+    def models(self) -> dict[str, tuple[str, str]]:
+        return self.e.models
+
+    def key(self, kind: str, role: str | None = None, **parts) -> str:
+        """A measurement's key: the data, versions and, for one model, its content. Goals and the
+        other settings of [evaluate] stay out, so changing them re-measures nothing."""
+        e = self.e
+        common = {"kind": kind, "data": folder_content(e.data_dir), "data_spec": e.data,
+                  "max_samples": e.evaluate["max_samples"], "version": e.version, "libraries": e.libraries}
+        if role is not None:
+            folder, tok = self.models[role]
+            common.update(model=folder_content(folder), tokenizer=folder_content(tok))
+        return digest.key_of({**common, **parts})
+
+    def stored(self, key: str, what: str, compute: Callable[[], dict]) -> dict:
+        return self.keep(key, f"{self.e.label} {what}", compute)
+
+    def path(self, role: str) -> tuple[Path, Path]:
+        folder, tok = self.models[role]
+        return Path(folder) / "model.onnx", Path(tok)
+
+
+def _quality(m: _Measuring) -> dict[str, dict]:
+    """Accuracy and F1, stored per model: a property of the model and data alone."""
+    if not {"accuracy", "f1"} & set(m.ev["metrics"]):
+        return {}
+    from modelmake.metrics import evaluate
+
+    out = {}
+    for role in m.models:
+        model, tok = m.path(role)
+        key = m.key("quality", role, max_length=m.ev["max_length"], batch_size=m.ev["batch_size"])
+        out[role] = m.stored(key, f"{role} quality", lambda model=model, tok=tok: evaluate.measure_quality(
+            model, tok, m.texts, m.labels, batch_size=m.ev["batch_size"], max_length=m.ev["max_length"]))
+    return out
+
+
+def _similarity(m: _Measuring) -> dict[str, dict]:
+    """Cosine of the model's outputs with the baseline's on the test texts: one result of the
+    model, stored under a key holding both models' content."""
+    if "similarity" not in m.ev["metrics"]:
+        return {}
+    from modelmake.metrics import evaluate
+
+    task = m.e.model_task
+    key = m.key("similarity", task=task, max_length=m.ev["max_length"], batch_size=m.ev["batch_size"],
+                models={role: [folder_content(f), folder_content(t)] for role, (f, t) in m.models.items()})
+    return {"model": m.stored(key, "similarity", lambda: evaluate.measure_similarity(
+        m.path("model"), m.path("baseline"), m.texts, task, batch_size=m.ev["batch_size"],
+        max_length=m.ev["max_length"]))}
+
+
+def _timings(m: _Measuring) -> dict[str, dict]:
+    """Latency and throughput of every model, timed in turns in one run and stored as one
+    object keyed by all of them and by the host: a speed-up is a ratio of two timings, and
+    timings taken at different moments on a shared machine do not make a trustworthy one."""
+    if not {"latency", "throughput"} & set(m.ev["metrics"]):
+        return {}
+    from modelmake.metrics import evaluate
+
+    lat = m.ev["latency"]
+    key = m.key("latency", latency=lat, host=m.e.host,
+                models={role: [folder_content(f), folder_content(t)] for role, (f, t) in m.models.items()})
+
+    def timings() -> dict:
+        return evaluate.measure_latencies(
+            {role: m.path(role) for role in m.models}, m.texts, batch=lat["batch"], sequence=lat["sequence"],
+            warmup=lat["warmup"], runs=lat["runs"], threads=lat["threads"], throughput_batch=lat["throughput_batch"],
+            throughput_runs=lat["throughput_runs"], max_runs=lat["max_runs"], stable_percent=lat["stable_percent"])
+    return m.stored(key, "latency", timings)
+
+
+def _memory(m: _Measuring) -> dict[str, dict]:
+    """Peak memory of each model's session at the latency batch, per model and host."""
+    if "memory" not in m.ev["metrics"]:
+        return {}
+    from modelmake.metrics import evaluate
+
+    lat = m.ev["latency"]
+    setup = {"batch": lat["batch"], "sequence": lat["sequence"], "threads": lat["threads"],
+             "runs": evaluate.MEMORY_RUNS}
+    out = {}
+    for role in m.models:
+        model, tok = m.path(role)
+        key = m.key("memory", role, memory=setup, host=m.e.host)
+        out[role] = m.stored(key, f"{role} memory", lambda model=model, tok=tok: evaluate.measure_memory(
+            model, tok, m.texts, batch=lat["batch"], sequence=lat["sequence"], threads=lat["threads"]))
+    return out
+
+
+def _size(m: _Measuring) -> dict[str, dict]:
+    if "size" not in m.ev["metrics"]:
+        return {}
+    from modelmake.metrics import evaluate
+
+    return {role: {"size_mb": evaluate.size_mb(m.path(role)[0])} for role in m.models}
+
+
+def _custom(m: _Measuring) -> dict[str, dict]:
+    """The recipe's own metrics, per model; keyed by their module's content (and the host, when
+    they say they depend on it)."""
+    from modelmake.metrics import evaluate
+
+    out: dict[str, dict] = {role: {} for role in m.models}
+    for i, c in enumerate(m.ev["custom"]):
+        file = m.e.custom_files[c["name"]]
+        where = f"{m.e.recipe_file}: evaluate.custom[{i}].function"
+        extra = {"host": m.e.host} if c["host_dependent"] else {}
+        for role in m.models:
+            model, tok = m.path(role)
+            key = m.key("custom", role, metric=c, code=m.e.custom_code[c["name"]],
+                        max_length=m.ev["max_length"], batch_size=m.ev["batch_size"], **extra)
+            out[role].update(m.stored(key, f"{role} {c['name']}", lambda model=model, tok=tok: evaluate.measure_custom(
+                c["name"], c["function"], Path(file), where, model, tok, m.texts, m.labels,
+                batch_size=m.ev["batch_size"], max_length=m.ev["max_length"])))
+    return out
+
+
+# Each family measures what [evaluate] metrics asks of it and returns {role: {metric: value}}.
+# Another family is one more function here and a row in evaluate.FAMILIES.
+_FAMILIES: tuple[Callable[[_Measuring], dict[str, dict]], ...] = (_quality, _similarity, _timings, _memory, _size,
+                                                                       _custom)
+
+
+def measure(e: Evaluation, texts: list[str], labels: list[int], keep: Keep) -> dict[str, dict]:
+    """Metrics of the model and its baseline, {role: {metric: value}}; every measurement is a
+    result of its own (`keep`), reused by other recipes and later runs."""
+    m = _Measuring(e, texts, labels, keep)
+    out: dict[str, dict] = {role: {} for role in e.models}
+    for family in _FAMILIES:
+        for role, values in family(m).items():
+            out[role].update(values)
+    return out
+
+
+# per-model facts and interval bounds: a difference of them means nothing
+_NO_DELTA = ("samples", "runs", "threads", "latency_ms.p50_ci_low", "latency_ms.p50_ci_high")
+
+
+def combine(final: dict, baseline: dict | None) -> dict:
+    """Flat metrics: the model's, the baseline's under `baseline.`, differences under `delta.`."""
+    metrics = dict(final)
+    if baseline:
+        for k, v in baseline.items():
+            metrics[f"baseline.{k}"] = v
+            if k in final and k not in _NO_DELTA:
+                metrics[f"delta.{k}"] = final[k] - v
+        if final.get("latency_ms.p50") and baseline.get("latency_ms.p50"):
+            metrics["speedup_x.latency_p50"] = baseline["latency_ms.p50"] / final["latency_ms.p50"]
+        if final.get("size_mb") and baseline.get("size_mb"):
+            metrics["compression_x.size"] = baseline["size_mb"] / final["size_mb"]
+    return dict(sorted(metrics.items()))
+
+
+def evaluate(e: Evaluation, keep: Keep) -> dict:
+    """The recipe's metrics.json content: the model's metrics, the baseline's, deltas, and the
+    goals verdict. Raises GoalsFailed (after printing the table) when a goal fails and the recipe
+    says on_goal_failure = "fail"."""
+    from modelmake.metrics import goals
+
+    texts, labels = test_split(e)
+    measured = measure(e, texts, labels, keep)
+    metrics = combine(measured["model"], measured.get("baseline"))
+    ev = e.evaluate
+    if ev["goal"]:
+        metrics["goals"] = goals.check(ev["goal"], metrics, ev["custom"])
+        if not metrics["goals"]["passed"] and ev["on_goal_failure"] == "fail":
+            print_metrics(e.recipe, metrics)
+            raise goals.GoalsFailed(goals.failure_line(metrics["goals"]))
+    return metrics
+
+
+def print_metrics(recipe: str, metrics: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from modelmake.metrics import goals
+
+    table = Table(title=f"metrics: {recipe}")
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    has_base = any(k.startswith("baseline.") for k in metrics)
+    if has_base:
+        table.add_column("baseline", justify="right")
+        table.add_column("delta", justify="right")
+    for k, v in metrics.items():
+        if k.startswith(("baseline.", "delta.")) or not isinstance(v, (int, float)):
+            continue
+        row = [k, _fmt(v)]
+        if has_base:
+            row += [_fmt(metrics.get(f"baseline.{k}")), _fmt(metrics.get(f"delta.{k}"), signed=True)]
+        table.add_row(*row)
+    Console(soft_wrap=True).print(table)
+    verdict = metrics.get("goals")
+    if verdict:
+        met = sum(r["passed"] for r in verdict["results"])
+        say(f"goals of {recipe}: {met} of {len(verdict['results'])} met")
+        for r in verdict["results"]:
+            say(f"  {'ok    ' if r['passed'] else 'FAILED'} {goals.describe(r)}")
+
+
+def _fmt(v: Any, signed: bool = False) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:+.4g}" if signed else f"{v:.4g}"
+    return f"{v:+d}" if signed else str(v)
