@@ -100,6 +100,26 @@ def make_project(root: Path, recipes: dict[str, str] | None = None) -> Path:
     return root
 
 
+def build_project(root: Path, recipes: dict[str, str] | None = None, files: dict[str, str] | None = None,
+                  target: str = "optimize") -> tuple[Path, "Run"]:
+    """A project on the tiny model (plus `files`, relative path -> text), built once: the
+    module-scoped fixture of test modules that look at one build; `copy_project` gives a test a
+    copy of its own to change."""
+    project = make_project(root, recipes)
+    for rel, text in (files or {}).items():
+        (project / rel).write_text(text)
+    run = doit(project, target)
+    assert run.rc == 0, run
+    return project, run
+
+
+def copy_project(project: Path, tmp_path: Path) -> Path:
+    """A copy of a built project (artifacts, store and doit's DB included) that a test may change."""
+    dest = tmp_path / "proj"
+    shutil.copytree(project, dest, symlinks=True)
+    return dest
+
+
 # the build reporter (modelmake.build.console) prints "[3/9] pass:tiny/fuse ..." when a step starts
 STARTED = re.compile(r"^\[\d+/\d+\] (\S+) \.\.\.$")
 

@@ -8,29 +8,23 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 
-from buildkit import (QUANTIZE, doit, file_bytes, make_project, passes_built, recipe_text,
-                      wipe_outputs)
+from buildkit import (QUANTIZE, build_project, copy_project, doit, file_bytes, make_project, passes_built,
+                      recipe_text, wipe_outputs)
 
 STEPS = ["pass:tiny/finetune", "pass:tiny/export", "pass:tiny/fuse", "pass:tiny/quantize"]
 
 
 @pytest.fixture(scope="module")
 def cold(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("cold") / "proj")
-    run = doit(project, "optimize:tiny")
-    assert run.rc == 0, run
-    return project, run
+    return build_project(tmp_path_factory.mktemp("cold") / "proj", target="optimize:tiny")
 
 
 @pytest.fixture
 def project(cold, tmp_path):
-    dest = tmp_path / "proj"
-    shutil.copytree(cold[0], dest, symlinks=True)
-    return dest
+    return copy_project(cold[0], tmp_path)
 
 
 def test_cold_build_makes_every_artifact(cold):

@@ -8,13 +8,12 @@ copied (with its store and doit DB) into each test that changes something.
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from buildkit import doit, file_bytes, make_project, recipe_text
+from buildkit import build_project, copy_project, doit, file_bytes, recipe_text
 from modelmake.metrics import evaluate, goals
 
 METRICS = 'metrics = ["accuracy", "f1", "latency", "size"]'
@@ -78,18 +77,13 @@ def measurement_labels(run) -> tuple[list[str], list[str]]:
 
 @pytest.fixture(scope="module")
 def cold(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("evaluate") / "proj", {"tiny": tiny_recipe()})
-    (project / "mymetrics.py").write_text(MYMETRICS)
-    run = doit(project, "optimize:tiny")
-    assert run.rc == 0, run
-    return project, run
+    return build_project(tmp_path_factory.mktemp("evaluate") / "proj", {"tiny": tiny_recipe()},
+                         files={"mymetrics.py": MYMETRICS}, target="optimize:tiny")
 
 
 @pytest.fixture
 def project(cold, tmp_path):
-    dest = tmp_path / "proj"
-    shutil.copytree(cold[0], dest, symlinks=True)
-    return dest
+    return copy_project(cold[0], tmp_path)
 
 
 def metrics_of(project: Path, recipe: str = "tiny") -> dict:

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from buildkit import QUANTIZE, TESTS, TINY_RECIPE, doit, make_project
+from buildkit import QUANTIZE, TESTS, TINY_RECIPE, build_project, copy_project, doit
 
 # the tiny recipe without fine-tuning: every other kind of step, in a few seconds
 RECIPE = TINY_RECIPE.format(extra_passes=QUANTIZE).replace(
@@ -34,18 +34,13 @@ def finished(out: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def cold(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("reporter") / "proj", {"tiny": RECIPE})
     assert "finetune" not in RECIPE
-    run = doit(project, "optimize:tiny")
-    assert run.rc == 0, run
-    return project, run
+    return build_project(tmp_path_factory.mktemp("reporter") / "proj", {"tiny": RECIPE}, target="optimize:tiny")
 
 
 @pytest.fixture
 def project(cold, tmp_path):
-    dest = tmp_path / "proj"
-    shutil.copytree(cold[0], dest, symlinks=True)
-    return dest
+    return copy_project(cold[0], tmp_path)
 
 
 def test_log_output_counts_times_and_sums_up(cold):

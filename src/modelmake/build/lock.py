@@ -17,9 +17,10 @@ import sys
 from pathlib import Path
 from typing import IO
 
-# doit commands that only read; everything else (run, clean, forget, ignore, reset-dep...) writes
-READ_ONLY_COMMANDS = {"list", "info", "help", "dumpdb", "tabcompletion", "strace"}
-DOIT_COMMANDS = READ_ONLY_COMMANDS | {"run", "clean", "forget", "ignore", "reset-dep", "auto"}
+# doit commands that only read; everything else (run, clean, forget, ignore, reset-dep, strace,
+# auto...) writes: strace runs a task's actions
+READ_ONLY_COMMANDS = {"list", "info", "help", "dumpdb", "tabcompletion"}
+DOIT_COMMANDS = READ_ONLY_COMMANDS | {"run", "clean", "forget", "ignore", "reset-dep", "auto", "strace"}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -29,11 +30,18 @@ class Interrupted(KeyboardInterrupt):
 
 
 def doit_command(argv: list[str]) -> str:
-    """The doit command an argument list runs ("run" when it names tasks or nothing)."""
-    for arg in argv:
-        if not arg.startswith("-"):
-            return arg if arg in DOIT_COMMANDS else "run"
-    return "run"
+    """The doit command an argument list runs, decided the way doit's DoitMain.run decides it:
+    task-loader options (-f FILE, -d DIR, -k) may come first, `name=value` arguments are
+    variables, and the next argument is the command when it names one, else the command is run."""
+    from doit.cmd_base import DodoTaskLoader
+    from doit.cmdparse import CmdOption, CmdParse, CmdParseError
+
+    try:
+        _, rest = CmdParse([CmdOption(o) for o in DodoTaskLoader.cmd_options]).parse_only(list(argv))
+    except CmdParseError:  # as in doit: options of the run command, so this is a run
+        rest = list(argv)
+    args = [a for a in rest if a.startswith("-") or "=" not in a]
+    return args[0] if args and args[0] in DOIT_COMMANDS else "run"
 
 
 def is_cli(argv0: str) -> bool:

@@ -36,9 +36,6 @@ from modelmake.core import digest
 from modelmake.core.digest import folder_content
 from modelmake.store import Store
 
-STORE, ARTIFACTS = "store", "artifacts"  # where an input's content was found
-
-
 @dataclass
 class Resolution:
     task: str                      # e.g. "pass:tiny/fuse"
@@ -47,9 +44,7 @@ class Resolution:
     in_store: bool = False         # the result's object(s) exist in the store (not verified here)
     unknown: str | None = None     # why the key cannot be computed yet (one line), else None
     inputs: dict[str, str | None] = field(default_factory=dict)   # role -> content digest
-    inputs_from: dict[str, str] = field(default_factory=dict)     # role -> STORE or ARTIFACTS
     items: dict[str, str] = field(default_factory=dict)           # sources: item ("model", "data.x") -> key
-    content: dict[str, str] = field(default_factory=dict)         # output folder (spec path) -> content digest
     metrics_file: Path | None = None  # eval: metrics.json of this key's result, when it exists
 
     @property
@@ -100,21 +95,17 @@ class _Resolver:
             for item in spec.items:
                 res.items[item.what] = item.key(self.root, spec.version)
             res.in_store = all(self._has(k) for k in res.items.values())
-            for item in spec.items:
-                if self._has(res.items[item.what]):
-                    res.content[item.out] = self._object_content(res.items[item.what])
             self.done[name] = res
             return res
 
         contents: dict[str, str] = {}
         for role, folder in spec.inputs().items():
-            digest_, how, why = self.content_of(folder)
+            digest_, why = self.content_of(folder)
             res.inputs[role] = digest_
             if digest_ is None:
                 res.unknown = res.unknown or why
             else:
                 contents[folder] = digest_
-                res.inputs_from[role] = how
         metrics: dict = {}
         if isinstance(spec, PackageStep) and spec.metrics and res.unknown is None:
             metrics_file, why = self.metrics_of(spec.metrics)
@@ -126,31 +117,29 @@ class _Resolver:
             content = contents.__getitem__
             res.key = spec.key(content, metrics) if isinstance(spec, PackageStep) else spec.key(content)
             res.in_store = self._has(res.key)
-            if isinstance(spec, PassStep) and res.in_store:
-                res.content[spec.out] = self._object_content(res.key)
             if isinstance(spec, EvalStep):
                 res.metrics_file = self._eval_metrics(spec, res.key)
         self.done[name] = res
         return res
 
     # -- what a task reads
-    def content_of(self, folder: str) -> tuple[str | None, str, str]:
-        """(content digest or None, STORE/ARTIFACTS, why unknown) of a folder a task reads."""
+    def content_of(self, folder: str) -> tuple[str | None, str]:
+        """(content digest or None, why unknown) of a folder a task reads."""
         where = self.producer.get(_norm(folder))
         if where is None:  # not produced by any task: whatever is on disk
             path = self.root / folder
             if (path / digest.MANIFEST).is_file():
-                return folder_content(path), ARTIFACTS, ""
-            return None, "", f"{folder} does not exist and no task produces it"
+                return folder_content(path), ""
+            return None, f"{folder} does not exist and no task produces it"
         up = self.task(where[0])
         key = up.items.get(where[1]) if where[1] else up.key
         if key is None:
-            return None, "", up.unknown or f"{up.task} cannot be resolved"
+            return None, up.unknown or f"{up.task} cannot be resolved"
         if self._has(key):
-            return self._object_content(key), STORE, ""
+            return self._object_content(key), ""
         if self._placed(self.specs[up.task], folder, key):
-            return folder_content(self.root / folder), ARTIFACTS, ""
-        return None, "", f"{up.task} is not built: no store object {key[:12]}, no intact {folder}"
+            return folder_content(self.root / folder), ""
+        return None, f"{up.task} is not built: no store object {key[:12]}, no intact {folder}"
 
     def metrics_of(self, path: str) -> tuple[Path | None, str]:
         """The metrics.json a package reads: its eval task's result."""

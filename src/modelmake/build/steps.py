@@ -259,5 +259,3 @@ class PublishStep(Step):
     def outputs(self) -> list[str]:
         return list(self.targets)
 
-
-STEP_TYPES: tuple[type[Step], ...] = (SourceStep, PassStep, EvalStep, PackageStep, PublishStep)

@@ -28,7 +28,7 @@ from modelmake.store import Store
 
 UP_TO_DATE, RESTORABLE, STALE, NEVER = "up to date", "restorable", "stale", "never built"
 STATES = (UP_TO_DATE, RESTORABLE, STALE, NEVER)
-_COLORS = {UP_TO_DATE: "32", RESTORABLE: "36", STALE: "33", NEVER: "2"}
+_STYLES = {UP_TO_DATE: "green", RESTORABLE: "cyan", STALE: "yellow", NEVER: "dim"}
 MISSING = object()  # a setting that one side does not have
 
 
@@ -292,7 +292,16 @@ class Explainer:
 
 # ---------------------------------------------------------------- output
 def _paint(state: str, text: str, color: bool) -> str:
-    return f"\033[{_COLORS[state]}m{text}\033[0m" if color else text
+    """`text` in the state's colour on a terminal (rich renders the escape codes), plain otherwise."""
+    if not color:
+        return text
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(force_terminal=True, color_system="standard", width=10_000)
+    with console.capture() as captured:
+        console.print(Text(text, style=_STYLES[state]), end="")
+    return captured.get()
 
 
 def _use_color(stream) -> bool:

@@ -12,7 +12,7 @@ import os
 import re
 import reprlib
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,6 @@ class Recipe:
     steps: list[Step]
     evaluate: dict[str, Any] | None
     package: dict[str, Any] | None
-    raw_keys: dict[str, Any] = field(default_factory=dict, repr=False)
     model_format: str = base.HF            # format of the source model (not used when model.kind == "recipe")
     model_tokenizer: Source | None = None  # model.tokenizer: tokenizer files kept apart from the model
 
