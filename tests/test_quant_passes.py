@@ -22,7 +22,8 @@ from test_passes import (SPEC, TEXTS, exported, fused, one_thread, ours, op_coun
                          tiny, work)
 
 from modelmake.core import textenc  # noqa: E402
-from modelmake.passes import REGISTRY, onnxmeta  # noqa: E402
+from modelmake.passes import REGISTRY  # noqa: E402
+from modelmake.runtime import onnxmeta  # noqa: E402
 from modelmake.passes import fp16, int4, static_quantize  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
 from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
