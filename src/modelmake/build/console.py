@@ -147,7 +147,7 @@ class BuildReporter:
         row = self._bars.add_task(desc, total=total, info="")
         t0 = time.monotonic()
         try:
-            yield progress._Rich(self._bars, row)
+            yield progress.RichBar(self._bars, row)
         finally:
             task = next(t for t in self._bars.tasks if t.id == row)
             info = task.fields.get("info", "")

@@ -139,7 +139,10 @@ def _run_eval(step: EvalStep, store: Store) -> dict:
         return json.loads((obj / "result.json").read_bytes())
 
     def build(folder: Path) -> None:
-        metrics = measure.evaluate(step.evaluation(), keep)
+        from modelmake.inputs.data import evaluation_rows
+
+        texts, labels = evaluation_rows(Path(step.data_dir), step.data, step.evaluate["max_samples"])
+        metrics = measure.evaluate(step.evaluation(), texts, labels, keep)
         (folder / "metrics.json").write_bytes(json.dumps(metrics, indent=1, sort_keys=True).encode() + b"\n")
 
     try:

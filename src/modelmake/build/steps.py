@@ -204,7 +204,7 @@ class EvalStep(Step):
         """What metrics/measure.py measures for this step."""
         from modelmake.metrics.measure import Evaluation
 
-        return Evaluation(label=self.task, evaluate=self.evaluate, model_task=self.model_task,
+        return Evaluation(label=self.task, recipe=self.recipe, evaluate=self.evaluate, model_task=self.model_task,
                           data_dir=self.data_dir, data=self.data, models=self.models(), version=self.version,
                           libraries=self.libraries, host=self.host, custom_files=self.custom_files,
                           custom_code=self.custom_code, recipe_file=self.recipe_file)

@@ -71,7 +71,7 @@ class _Plain:
             self._next = frac + 0.1
 
 
-class _Rich:
+class RichBar:
     def __init__(self, progress, task_id):
         self._progress, self._task = progress, task_id
 
@@ -107,4 +107,4 @@ def bar(desc: str, total: int) -> Iterator[Bar]:
     # moved above the bar only when they would land on the same terminal
     with Progress(*bar_columns(), console=Console(file=stream), transient=False,
                   redirect_stdout=interactive(sys.stdout)) as progress:
-        yield _Rich(progress, progress.add_task(desc, total=total, info=""))
+        yield RichBar(progress, progress.add_task(desc, total=total, info=""))

@@ -157,3 +157,14 @@ def load_dataset_folder(folder: Path, spec: dict) -> Dataset:
     if len(files) != 1:
         raise DataError(f"{folder}: a dataset source must be one file, found {len(files)}")
     return load_dataset(files[0], spec)
+
+
+def evaluation_rows(folder: Path, spec: dict, max_samples: int) -> tuple[list[str], list[int]]:
+    """The texts and labels an evaluation measures: the dataset's test split, or a seeded sample
+    of `max_samples` of it (0: all)."""
+    import random
+
+    rows = list(load_dataset_folder(folder, spec).test)
+    if max_samples and max_samples < len(rows):
+        rows = random.Random(0).sample(rows, max_samples)
+    return [t for t, _ in rows], [y for _, y in rows]

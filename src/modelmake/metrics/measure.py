@@ -8,7 +8,6 @@ store. A new metric family is one function in `_FAMILIES` and a row in the metri
 """
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +25,7 @@ class Evaluation:
     """What an eval step measures, and with what settings (build/steps.EvalStep.evaluation())."""
 
     label: str                                 # the task, for messages ("eval:bert-int8")
+    recipe: str
     evaluate: dict[str, Any]                   # the recipe's normalized [evaluate]
     model_task: str
     data_dir: str                              # the dataset's folder (one file)
@@ -37,21 +37,6 @@ class Evaluation:
     custom_files: dict[str, str]               # custom metric -> its module file
     custom_code: dict[str, str]                # custom metric -> that file's digest
     recipe_file: str                           # the recipe as the user knows it, for messages
-
-    @property
-    def recipe(self) -> str:
-        return self.label.split(":", 1)[1]
-
-
-def test_split(e: Evaluation) -> tuple[list[str], list[int]]:
-    """The texts and labels measured: the dataset's test split (a seeded sample of max_samples)."""
-    from modelmake.inputs.data import load_dataset_folder
-
-    rows = list(load_dataset_folder(Path(e.data_dir), e.data).test)
-    n = e.evaluate["max_samples"]
-    if n and n < len(rows):
-        rows = random.Random(0).sample(rows, n)
-    return [t for t, _ in rows], [y for _, y in rows]
 
 
 @dataclass
@@ -222,13 +207,12 @@ def combine(final: dict, baseline: dict | None) -> dict:
     return dict(sorted(metrics.items()))
 
 
-def evaluate(e: Evaluation, keep: Keep) -> dict:
-    """The recipe's metrics.json content: the model's metrics, the baseline's, deltas, and the
-    goals verdict. Raises GoalsFailed (after printing the table) when a goal fails and the recipe
-    says on_goal_failure = "fail"."""
+def evaluate(e: Evaluation, texts: list[str], labels: list[int], keep: Keep) -> dict:
+    """The recipe's metrics.json content on the test split's `texts` and `labels`: the model's
+    metrics, the baseline's, deltas, and the goals verdict. Raises GoalsFailed (after printing the
+    table) when a goal fails and the recipe says on_goal_failure = "fail"."""
     from modelmake.metrics import goals
 
-    texts, labels = test_split(e)
     measured = measure(e, texts, labels, keep)
     metrics = combine(measured["model"], measured.get("baseline"))
     ev = e.evaluate
