@@ -25,10 +25,11 @@ from modelmake.metrics import evaluate
 from modelmake.build import keys
 from modelmake.core import textenc  # noqa: E402
 from modelmake.build.graph import compile_tasks, find_project  # noqa: E402
-from modelmake.passes import get, onnxmeta  # noqa: E402
+from modelmake.passes import get  # noqa: E402
+from modelmake.runtime import onnxmeta  # noqa: E402
 from modelmake.runtime.onnxmeta import op_counts  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
-from modelmake.passes.export import pooling_of  # noqa: E402
+from modelmake.passes.export.embeddings import pooling_of  # noqa: E402
 from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
 FE = "feature-extraction"
@@ -85,10 +86,8 @@ def one_thread():
 
 def run_pass(type_name: str, model_dir: Path, out_dir: Path, task: str = FE, **config) -> Path:
     p = get(type_name)
-    full = {f.name: f.default for f in p.fields}
-    full.update(config)
     out_dir.mkdir(parents=True)
-    p.run_function()(StepContext(config=full, model_dir=model_dir, out_dir=out_dir, step=type_name, task=task))
+    p.run_function()(StepContext(config=p.config_class.make(**config), model_dir=model_dir, out_dir=out_dir, step=type_name, task=task))
     return out_dir
 
 

@@ -43,13 +43,10 @@ def one_thread():
 
 
 def run_pass(type_name: str, model_dir: Path, out_dir: Path, datasets=None, **config) -> Path:
-    """Run a pass with its config normalized the way a recipe would be (`when`-gated keys dropped)."""
+    """Run a pass with its config normalized the way a recipe would be (`when`-gated keys unset)."""
     p = get(type_name)
-    full = {f.name: f.default for f in p.fields}
-    full.update(config)
-    full = {f.name: full[f.name] for f in p.fields if f.when is None or full[f.when[0]] == f.when[1]}
     out_dir.mkdir(parents=True)
-    p.run_function()(StepContext(config=full, model_dir=model_dir, out_dir=out_dir,
+    p.run_function()(StepContext(config=p.config_class.make(**config), model_dir=model_dir, out_dir=out_dir,
                                  datasets=datasets or {}, step=type_name))
     return out_dir
 

@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_passes import (SPEC, TEXTS, exported, fused, one_thread, ours, op_counts, reviews,  # noqa: E402,F401
                          tiny, work)
 
-from modelmake import textenc  # noqa: E402
-from modelmake.passes import REGISTRY, onnxmeta  # noqa: E402
+from modelmake.core import textenc  # noqa: E402
+from modelmake.passes import REGISTRY  # noqa: E402
+from modelmake.runtime import onnxmeta  # noqa: E402
 from modelmake.passes import fp16, int4, static_quantize  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
 from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
@@ -34,10 +35,8 @@ CALIBRATE = {"data": "reviews", "samples": 32, "batch_size": 8, "max_length": 32
 def run_step(type_name: str, model_dir: Path, out_dir: Path, tokenizer_dir: Path | None = None,
              datasets=None, **config) -> Path:
     p = PASSES[type_name]
-    full = {f.name: f.default for f in p.fields}
-    full.update(config)
     out_dir.mkdir(parents=True)
-    p.run_function()(StepContext(config=full, model_dir=model_dir, out_dir=out_dir,
+    p.run_function()(StepContext(config=p.config_class.make(**config), model_dir=model_dir, out_dir=out_dir,
                                  datasets=datasets or {}, step=type_name, tokenizer_dir=tokenizer_dir))
     return out_dir
 
@@ -110,7 +109,7 @@ def test_static_calibration_rows_come_from_train_and_are_seeded(exported, tiny, 
     inputs = ["input_ids", "attention_mask", "token_type_ids"]
 
     def rows(**config):
-        cfg = {f.name: f.default for f in static_quantize.PASS.fields} | CALIBRATE | config
+        cfg = static_quantize.PASS.config_class.make(**CALIBRATE | config)
         ctx = StepContext(config=cfg, model_dir=exported, out_dir=exported, datasets={"reviews": reviews},
                           step="t", tokenizer_dir=tiny)
         return static_quantize.calibration_batches(ctx, inputs)

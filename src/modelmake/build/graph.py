@@ -18,7 +18,7 @@ from doit.tools import config_changed
 
 from modelmake.build.checker import XXH3Checker
 
-from modelmake.core import digest
+from modelmake.core import digest, usercode
 from modelmake import passes
 from modelmake.inputs import plugins
 from modelmake.build import runner, lock, targets
@@ -165,8 +165,8 @@ def _check_function(project: Project, r: Recipe) -> None:
     if not folder.is_dir():
         raise RecipeError(_shown(project, r), "model.path",
                           f"{rel} is a file; model.function needs a folder holding your module, weights and tokenizer files")
-    module = function.partition(":")[0].replace(".", "/")
-    if not (folder / f"{module}.py").is_file() and not (folder / module / "__init__.py").is_file():
+    if usercode.module_file(folder, function) is None:
+        module = function.partition(":")[0].replace(".", "/")
         raise RecipeError(_shown(project, r), "model.function",
                           f"no module {function.partition(':')[0]!r} in {rel} (expected {rel.rstrip('/')}/{module}.py)")
 
@@ -277,7 +277,7 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
         deps = [_manifest(prev)] + [_manifest(Path(v["dir"])) for v in datasets.values()]
         if p.needs_tokenizer:
             deps.append(_manifest(tok))
-        yield _task(spec["task"], spec, runner.run_pass, doc=p.summary.split(". ")[0], file_dep=deps,
+        yield _task(spec["task"], spec, runner.run_pass, doc=p.summary, file_dep=deps,
                     outputs=[out], uptodate=static)
         prev = out
 
@@ -335,11 +335,9 @@ def recipe_tasks(project: Project, lay: Layout) -> Iterator[dict]:
 
 def _custom_metric_files(project: Project, r: Recipe) -> dict[str, str]:
     """Custom metric name -> its module file, relative to the project (errors name the key)."""
-    from modelmake.metrics.evaluate import module_file
-
     out = {}
     for i, c in enumerate(r.evaluate["custom"]):
-        file = module_file(project.root, c["function"])
+        file = usercode.module_file(project.root, c["function"])
         if file is None:
             module = c["function"].partition(":")[0]
             raise RecipeError(_shown(project, r), f"evaluate.custom[{i}].function",

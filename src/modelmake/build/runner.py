@@ -116,7 +116,7 @@ def _run_pass(spec: dict, store: Store) -> None:
     p = passes.get(static["type"])
 
     def build(out: Path) -> None:
-        ctx = StepContext(config=static["config"], model_dir=Path(spec["input"]), out_dir=out,
+        ctx = StepContext(config=p.config_class.from_dict(static["config"]), model_dir=Path(spec["input"]), out_dir=out,
                           datasets=_load_datasets(spec["datasets"]), step=spec["task"],
                           tokenizer_dir=Path(spec["tokenizer"]) if spec["tokenizer"] else None)
         if "task" in static:  # task_dependent passes only: the task is in their key
