@@ -11,7 +11,7 @@ from pathlib import Path
 
 from modelmake import passes
 from modelmake.core.values import ITEM_KIND, toml_value
-from modelmake.passes.base import FORMAT_NAMES, Field
+from modelmake.passes.base import FORMAT_NAMES, Field, Pass
 
 BEGIN = "<!-- BEGIN GENERATED PASS REFERENCE (python -m modelmake.commands.docgen --write docs/recipes.md) -->"
 END = "<!-- END GENERATED PASS REFERENCE -->"
@@ -22,23 +22,24 @@ def _default(v) -> str:
 
 
 def pass_reference() -> str:
-    out = []
-    for name in sorted(passes.REGISTRY):
-        p = passes.REGISTRY[name]
-        out.append(f"### `{name}`\n")
-        out.append(f"{p.summary}.{' ' + p.notes if p.notes else ''}\n")
-        inputs = " or ".join(FORMAT_NAMES[f] for f in p.input_formats)
-        out.append(f"Input: {inputs} model; output: {FORMAT_NAMES[p.output_format]} model. "
-                   f"Key includes the versions of: {', '.join(p.libraries) or 'none'}"
-                   + "".join(f"; {', '.join(dists)} when `{f} = {_default(v)}`" for f, v, dists in p.libraries_when)
-                   + (", and this host's fingerprint" if p.host_dependent else "") + ".\n")
-        out.append("| key | type | default | meaning |")
-        out.append("| --- | --- | --- | --- |")
-        for f in p.fields:
-            out.append(f"| `{f.name}` | {f.kind} | {'(required)' if f.required else f'`{_default(f.default)}`'} "
-                       f"| {field_meaning(f)} |")
-        out.append("")
-    return "\n".join(out)
+    return "\n".join(pass_section(passes.REGISTRY[name]) for name in sorted(passes.REGISTRY))
+
+
+def pass_section(p: Pass) -> str:
+    """One pass's part of the reference: summary and notes, formats, what its key holds, its keys."""
+    inputs = " or ".join(FORMAT_NAMES[f] for f in p.input_formats)
+    out = [f"### `{p.type}`\n",
+           f"{p.summary}.{' ' + p.notes if p.notes else ''}\n",
+           f"Input: {inputs} model; output: {FORMAT_NAMES[p.output_format]} model. "
+           f"Key includes the versions of: {', '.join(p.libraries) or 'none'}"
+           + "".join(f"; {', '.join(dists)} when `{f} = {_default(v)}`" for f, v, dists in p.libraries_when)
+           + (", and this host's fingerprint" if p.host_dependent else "") + ".\n",
+           "| key | type | default | meaning |",
+           "| --- | --- | --- | --- |"]
+    for f in p.fields:
+        out.append(f"| `{f.name}` | {f.kind} | {'(required)' if f.required else f'`{_default(f.default)}`'} "
+                   f"| {field_meaning(f)} |")
+    return "\n".join(out) + "\n"
 
 
 def field_meaning(f: Field) -> str:
