@@ -147,6 +147,21 @@ def wipe_outputs(project: Path, keep_store: bool = True) -> None:
         shutil.rmtree(p) if p.is_dir() else p.unlink()
 
 
+# ---------------------------------------------------------------- one pass, in-process
+def run_pass(type_name: str, model_dir: Path, out_dir: Path, datasets: dict | None = None, *,
+             tokenizer_dir: Path | None = None, task: str = "text-classification", **config) -> Path:
+    """Run one pass into a new `out_dir`, its typed config made of `config` over the defaults
+    (normalized as a recipe would be: keys whose `when` does not hold are unset)."""
+    from modelmake.passes import get
+    from modelmake.passes.base import StepContext
+
+    p = get(type_name)
+    out_dir.mkdir(parents=True)
+    p.run_function()(StepContext(config=p.config_class.make(**config), model_dir=model_dir, out_dir=out_dir,
+                                 datasets=datasets or {}, step=type_name, tokenizer_dir=tokenizer_dir, task=task))
+    return out_dir
+
+
 # ---------------------------------------------------------------- a tiny TOML writer
 BARE = re.compile(r"[A-Za-z0-9_-]+\Z")
 

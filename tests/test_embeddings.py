@@ -7,6 +7,7 @@ alone vs padded in a batch 1e-5; a model against itself: cosine 1 within 1e-9 (f
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import buildkit  # noqa: E402
 from buildkit import doit, make_project  # noqa: E402
 from tinymodel import make_tiny_bert  # noqa: E402
 
@@ -25,10 +27,8 @@ from modelmake.metrics import evaluate
 from modelmake.build import keys
 from modelmake.core import textenc  # noqa: E402
 from modelmake.build.graph import compile_tasks, find_project  # noqa: E402
-from modelmake.passes import get  # noqa: E402
 from modelmake.runtime import onnxmeta  # noqa: E402
 from modelmake.runtime.onnxmeta import op_counts  # noqa: E402
-from modelmake.passes.base import StepContext  # noqa: E402
 from modelmake.passes.export.embeddings import pooling_of  # noqa: E402
 from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
@@ -84,11 +84,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def run_pass(type_name: str, model_dir: Path, out_dir: Path, task: str = FE, **config) -> Path:
-    p = get(type_name)
-    out_dir.mkdir(parents=True)
-    p.run_function()(StepContext(config=p.config_class.make(**config), model_dir=model_dir, out_dir=out_dir, step=type_name, task=task))
-    return out_dir
+run_pass = functools.partial(buildkit.run_pass, task=FE)
 
 
 def embed(model_dir: Path, tokenizer_dir: Path, texts=TEXTS) -> np.ndarray:

@@ -11,14 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildkit import doit, make_project, recipe_text
+from buildkit import doit, make_project, recipe_text, run_pass
 from modelmake.metrics import evaluate
 from modelmake.build import keys
 from modelmake.core import textenc
 from modelmake.inputs.data import load_dataset
 from modelmake.build.graph import compile_tasks, find_project
-from modelmake.passes import get
-from modelmake.passes.base import StepContext
 from modelmake.inputs.recipe import RecipeError, parse_recipe
 from tinymodel import make_tiny_bert, make_tiny_reviews_csv
 
@@ -40,15 +38,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def run_pass(type_name: str, model_dir: Path, out_dir: Path, datasets=None, **config) -> Path:
-    """Run a pass with its config normalized the way a recipe would be (`when`-gated keys unset)."""
-    p = get(type_name)
-    out_dir.mkdir(parents=True)
-    p.run_function()(StepContext(config=p.config_class.make(**config), model_dir=model_dir, out_dir=out_dir,
-                                 datasets=datasets or {}, step=type_name))
-    return out_dir
 
 
 def tensors(folder: Path) -> dict[str, np.ndarray]:

