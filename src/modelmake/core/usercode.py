@@ -46,6 +46,9 @@ def loaded(folder: Path, function: str, what: str,
     of the block (so its own later imports work). Failures raise `error` with one line starting
     with `what`, the recipe key that names the function."""
     module_name, _, func_name = function.partition(":")
+    top = module_name.split(".")[0]
+    if top in sys.stdlib_module_names:  # while it is imported, the library's own users would get it
+        raise error(f"{what}: module {top!r} has the name of a module of Python's standard library; rename it")
     with _importable(Path(folder), module_name):
         try:
             module = importlib.import_module(module_name)

@@ -286,7 +286,7 @@ class CustomMetricError(Exception):
 def _project_folder(file: Path, function: str) -> Path:
     """The folder `module:function` is imported from, given the module's file in it."""
     depth = function.partition(":")[0].count(".") + (Path(file).name == "__init__.py")
-    return Path(file).resolve().parents[depth]
+    return Path(file).absolute().parents[depth]
 
 
 def _predictor(model_path: Path, tokenizer_dir: Path, batch_size: int, max_length: int):

@@ -129,6 +129,8 @@ def config_class(pass_type: str, fields: tuple[Field, ...]) -> type[PassConfig]:
             raise ValueError(f"{where}: kind {f.kind!r} is not one of {', '.join(KINDS)}")
         if f.when is not None and f.when[0] not in {g.name for g in fields if g is not f}:
             raise ValueError(f"{where}: `when` names no other field of the pass")
+        if f.when is not None and f.required:
+            raise ValueError(f"{where}: a key that applies only `when` another has a value cannot be required")
         if not f.required:
             try:
                 f.check(f.default) if f.default is not None else None
