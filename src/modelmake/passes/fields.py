@@ -108,12 +108,8 @@ class PassConfig:
     def to_dict(self) -> dict[str, Any]:
         """The normalized config dict (keys sorted, lists as lists, unmet `when` keys left out)."""
         attrs = {f.name: getattr(self, f.name) for f in self.FIELDS}
-        return {name: list(v) if isinstance(v, tuple) else v
-                for name, v in sorted(attrs.items()) if self._field(name).applies(attrs)}
-
-    @classmethod
-    def _field(cls, name: str) -> Field:
-        return next(f for f in cls.FIELDS if f.name == name)
+        return {f.name: list(attrs[f.name]) if isinstance(attrs[f.name], tuple) else attrs[f.name]
+                for f in sorted(self.FIELDS, key=lambda f: f.name) if f.applies(attrs)}
 
 
 def config_class(pass_type: str, fields: tuple[Field, ...]) -> type[PassConfig]:
