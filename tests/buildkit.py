@@ -1,6 +1,8 @@
 """Helpers for build tests: a throwaway project on the tiny model, and `doit` runs parsed."""
 from __future__ import annotations
 
+import datetime as dt
+import math
 import os
 import re
 import shutil
@@ -171,3 +173,84 @@ def wipe_outputs(project: Path, keep_store: bool = True) -> None:
         if keep_store and p.name == ".store":
             continue
         shutil.rmtree(p) if p.is_dir() else p.unlink()
+
+
+# ---------------------------------------------------------------- one pass, in-process
+def run_pass(type_name: str, model_dir: Path, out_dir: Path, datasets: dict | None = None, *,
+             tokenizer_dir: Path | None = None, task: str = "text-classification", **config) -> Path:
+    """Run one pass into a new `out_dir`, its typed config made of `config` over the defaults
+    (normalized as a recipe would be: keys whose `when` does not hold are unset)."""
+    from modelmake.passes import get
+    from modelmake.passes.base import StepContext
+
+    p = get(type_name)
+    out_dir.mkdir(parents=True)
+    p.run_function()(StepContext(config=p.config_class.make(**config), model_dir=model_dir, out_dir=out_dir,
+                                 datasets=datasets or {}, step=type_name, tokenizer_dir=tokenizer_dir, task=task))
+    return out_dir
+
+
+# ---------------------------------------------------------------- a tiny TOML writer
+BARE = re.compile(r"[A-Za-z0-9_-]+\Z")
+
+
+def _str(s: str) -> str:
+    out = []
+    for c in s:
+        if c in '"\\':
+            out.append("\\" + c)
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def _key(k: str) -> str:
+    return k if BARE.match(k) else _str(k)
+
+
+def _val(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        return "nan" if v != v else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+    if isinstance(v, str):
+        return _str(v)
+    if isinstance(v, (dt.datetime, dt.date, dt.time)):
+        return v.isoformat()
+    if isinstance(v, list):
+        return "[" + ", ".join(_val(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{_key(k)} = {_val(x)}" for k, x in v.items()) + "}"
+    raise TypeError(type(v))
+
+
+def _is_aot(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def to_toml(doc: dict) -> str:
+    """Top-level tables as [sections] (recursively), top-level arrays of tables as [[sections]],
+    everything deeper inline."""
+    lines: list[str] = []
+
+    def table(path: list[str], d: dict) -> None:
+        lines.append("[" + ".".join(map(_key, path)) + "]")
+        lines.extend(f"{_key(k)} = {_val(v)}" for k, v in d.items() if not isinstance(v, dict))
+        for k, v in d.items():
+            if isinstance(v, dict):
+                table(path + [k], v)
+
+    lines.extend(f"{_key(k)} = {_val(v)}" for k, v in doc.items()
+                 if not isinstance(v, dict) and not _is_aot(v))
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            table([k], v)
+        elif _is_aot(v):
+            for item in v:
+                lines.append(f"[[{_key(k)}]]")
+                lines.extend(f"{_key(kk)} = {_val(vv)}" for kk, vv in item.items())
+    return "\n".join(lines) + "\n"

@@ -104,7 +104,7 @@ def test_dynamo_export_is_byte_identical_in_another_process(dynamo, noisy, work)
     # line numbers of this checkout and virtualenv) must not be in the file.
     code = ("import sys; from pathlib import Path; from modelmake.passes import get; "
             "from modelmake.passes.base import StepContext; p = get('onnx-export'); "
-            "cfg = {f.name: f.default for f in p.fields} | {'exporter': 'dynamo', 'opset': int(sys.argv[3])}; "
+            "cfg = p.config_class.make(exporter='dynamo', opset=int(sys.argv[3])); "
             "out = Path(sys.argv[2]); out.mkdir(); "
             "p.run_function()(StepContext(config=cfg, model_dir=Path(sys.argv[1]), out_dir=out, step='export'))")
     again = work / "dynamo-again"

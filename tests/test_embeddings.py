@@ -7,6 +7,7 @@ alone vs padded in a batch 1e-5; a model against itself: cosine 1 within 1e-9 (f
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -18,16 +19,15 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import buildkit  # noqa: E402
 from buildkit import doit, make_project, steps_of  # noqa: E402
 from tinymodel import make_tiny_bert  # noqa: E402
 
 from modelmake.metrics import evaluate
 from modelmake.core import textenc  # noqa: E402
-from modelmake.passes import get  # noqa: E402
 from modelmake.runtime import onnxmeta  # noqa: E402
 from modelmake.runtime.onnxmeta import op_counts  # noqa: E402
-from modelmake.passes.base import StepContext  # noqa: E402
-from modelmake.passes.export import pooling_of  # noqa: E402
+from modelmake.passes.export.embeddings import pooling_of  # noqa: E402
 from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
 FE = "feature-extraction"
@@ -82,13 +82,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def run_pass(type_name: str, model_dir: Path, out_dir: Path, task: str = FE, **config) -> Path:
-    p = get(type_name)
-    full = {f.name: f.default for f in p.fields}
-    full.update(config)
-    out_dir.mkdir(parents=True)
-    p.run_function()(StepContext(config=full, model_dir=model_dir, out_dir=out_dir, step=type_name, task=task))
-    return out_dir
+run_pass = functools.partial(buildkit.run_pass, task=FE)
 
 
 def embed(model_dir: Path, tokenizer_dir: Path, texts=TEXTS) -> np.ndarray:

@@ -111,8 +111,7 @@ def export_tiny(tiny: Path, out: Path) -> Path:
     from modelmake.passes.base import StepContext
 
     out.mkdir(parents=True)
-    config = {f.name: f.default for f in export.PASS.fields}
-    export.run(StepContext(config=config, model_dir=tiny, out_dir=out, step="fixture"))
+    export.run(StepContext(config=export.PASS.config_class.make(), model_dir=tiny, out_dir=out, step="fixture"))
     return out / "model.onnx"
 
 
@@ -243,8 +242,7 @@ def test_pytorch_export_leaves_no_trace_in_the_interpreter(assets, tmp_path):
     try:
         out = tmp_path / "out"
         out.mkdir()
-        config = {f.name: f.default for f in export.PASS.fields}
-        export.run(StepContext(config=config, model_dir=folder, out_dir=out, step="t"))
+        export.run(StepContext(config=export.PASS.config_class.make(), model_dir=folder, out_dir=out, step="t"))
         assert sys.modules["net"] is sentinel
         assert not [n for n, m in sys.modules.items() if str(getattr(m, "__file__", "")).startswith(str(folder))]
     finally:

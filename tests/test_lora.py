@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from buildkit import doit, make_project, recipe_text, steps_of
+from buildkit import doit, make_project, recipe_text, run_pass, steps_of
 from modelmake.metrics import evaluate
 from modelmake.core import textenc
 from modelmake.inputs.data import load_dataset
-from modelmake.passes import get
-from modelmake.passes.base import StepContext
 from modelmake.inputs.recipe import RecipeError, parse_recipe
 from tinymodel import make_tiny_bert, make_tiny_reviews_csv
 
@@ -38,18 +36,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def run_pass(type_name: str, model_dir: Path, out_dir: Path, datasets=None, **config) -> Path:
-    """Run a pass with its config normalized the way a recipe would be (`when`-gated keys dropped)."""
-    p = get(type_name)
-    full = {f.name: f.default for f in p.fields}
-    full.update(config)
-    full = {f.name: full[f.name] for f in p.fields if f.when is None or full[f.when[0]] == f.when[1]}
-    out_dir.mkdir(parents=True)
-    p.run_function()(StepContext(config=full, model_dir=model_dir, out_dir=out_dir,
-                                 datasets=datasets or {}, step=type_name))
-    return out_dir
 
 
 def tensors(folder: Path) -> dict[str, np.ndarray]:

@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from buildkit import REPO, recipe_text
+from buildkit import BARE, REPO, recipe_text, to_toml
 from modelmake import passes as registry
 from modelmake.build.graph import dodo_namespace
 from modelmake.inputs.recipe import EVAL_METRICS, NAME_RE
@@ -47,72 +47,6 @@ def _settings(n: int):
     return settings(max_examples=n, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
-
-
-# ---------------------------------------------------------------- a tiny TOML writer
-BARE = re.compile(r"[A-Za-z0-9_-]+\Z")
-
-
-def _str(s: str) -> str:
-    out = []
-    for c in s:
-        if c in '"\\':
-            out.append("\\" + c)
-        elif ord(c) < 0x20 or ord(c) == 0x7F:
-            out.append(f"\\u{ord(c):04x}")
-        else:
-            out.append(c)
-    return '"' + "".join(out) + '"'
-
-
-def _key(k: str) -> str:
-    return k if BARE.match(k) else _str(k)
-
-
-def _val(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        return "nan" if v != v else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
-    if isinstance(v, str):
-        return _str(v)
-    if isinstance(v, (dt.datetime, dt.date, dt.time)):
-        return v.isoformat()
-    if isinstance(v, list):
-        return "[" + ", ".join(_val(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{_key(k)} = {_val(x)}" for k, x in v.items()) + "}"
-    raise TypeError(type(v))
-
-
-def _is_aot(v) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
-
-
-def to_toml(doc: dict) -> str:
-    """Top-level tables as [sections] (recursively), top-level arrays of tables as [[sections]],
-    everything deeper inline."""
-    lines: list[str] = []
-
-    def table(path: list[str], d: dict) -> None:
-        lines.append("[" + ".".join(map(_key, path)) + "]")
-        lines.extend(f"{_key(k)} = {_val(v)}" for k, v in d.items() if not isinstance(v, dict))
-        for k, v in d.items():
-            if isinstance(v, dict):
-                table(path + [k], v)
-
-    lines.extend(f"{_key(k)} = {_val(v)}" for k, v in doc.items()
-                 if not isinstance(v, dict) and not _is_aot(v))
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            table([k], v)
-        elif _is_aot(v):
-            for item in v:
-                lines.append(f"[[{_key(k)}]]")
-                lines.extend(f"{_key(kk)} = {_val(vv)}" for kk, vv in item.items())
-    return "\n".join(lines) + "\n"
 
 
 def _same(a, b) -> bool:

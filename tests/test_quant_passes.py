@@ -18,29 +18,16 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_passes import (SPEC, TEXTS, exported, fused, one_thread, ours, op_counts, reviews,  # noqa: E402,F401
+from test_passes import (SPEC, TEXTS, exported, fused, one_thread, ours, op_counts, reviews, run_pass,  # noqa: E402,F401
                          tiny, work)
 
 from modelmake.core import textenc  # noqa: E402
-from modelmake.passes import REGISTRY  # noqa: E402
 from modelmake.runtime import onnxmeta  # noqa: E402
-from modelmake.passes import fp16, int4, static_quantize  # noqa: E402
+from modelmake.passes import static_quantize  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
 from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
-PASSES = {m.PASS.type: m.PASS for m in (static_quantize, int4, fp16)}
 CALIBRATE = {"data": "reviews", "samples": 32, "batch_size": 8, "max_length": 32}
-
-
-def run_step(type_name: str, model_dir: Path, out_dir: Path, tokenizer_dir: Path | None = None,
-             datasets=None, **config) -> Path:
-    p = PASSES[type_name]
-    full = {f.name: f.default for f in p.fields}
-    full.update(config)
-    out_dir.mkdir(parents=True)
-    p.run_function()(StepContext(config=full, model_dir=model_dir, out_dir=out_dir,
-                                 datasets=datasets or {}, step=type_name, tokenizer_dir=tokenizer_dir))
-    return out_dir
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +82,7 @@ def test_static_int8(case, request, tiny, reviews, texts, work):
     which, config = STATIC_CASES[case]
     src = request.getfixturevalue(which)
     config = {**CALIBRATE, **config}
-    out = run_step("static-int8", src, work / f"static-{case}", tiny, {"reviews": reviews}, **config)
+    out = run_pass("static-int8", src, work / f"static-{case}", {"reviews": reviews}, tokenizer_dir=tiny, **config)
     assert_good_output(out, src)
     counts = op_counts(out / onnxmeta.MODEL_FILE)
     if config["format"] == "qdq":
@@ -103,7 +90,7 @@ def test_static_int8(case, request, tiny, reviews, texts, work):
     else:
         assert counts.get("QLinearMatMul", 0) > 0, counts
     assert_close(logits(src, tiny, texts), logits(out, tiny, texts), 1e-2)
-    again = run_step("static-int8", src, work / f"static-{case}-again", tiny, {"reviews": reviews}, **config)
+    again = run_pass("static-int8", src, work / f"static-{case}-again", {"reviews": reviews}, tokenizer_dir=tiny, **config)
     assert same_bytes(out, again)
 
 
@@ -111,7 +98,7 @@ def test_static_calibration_rows_come_from_train_and_are_seeded(exported, tiny, 
     inputs = ["input_ids", "attention_mask", "token_type_ids"]
 
     def rows(**config):
-        cfg = {f.name: f.default for f in static_quantize.PASS.fields} | CALIBRATE | config
+        cfg = static_quantize.PASS.config_class.make(**CALIBRATE | config)
         ctx = StepContext(config=cfg, model_dir=exported, out_dir=exported, datasets={"reviews": reviews},
                           step="t", tokenizer_dir=tiny)
         return static_quantize.calibration_batches(ctx, inputs)
@@ -140,7 +127,7 @@ INT4_CASES = {
 def test_int4(case, request, tiny, texts, work):
     which, config = INT4_CASES[case]
     src = request.getfixturevalue(which)
-    out = run_step("int4", src, work / f"int4-{case}", **config)
+    out = run_pass("int4", src, work / f"int4-{case}", **config)
     assert_good_output(out, src)
     before, after = op_counts(src / onnxmeta.MODEL_FILE), op_counts(out / onnxmeta.MODEL_FILE)
     # Q.K and attention.V multiply two activations, so they stay MatMul in the unfused graph.
@@ -148,7 +135,7 @@ def test_int4(case, request, tiny, texts, work):
     assert after.get("MatMulNBits", 0) + after.get("MatMul", 0) == before["MatMul"]
     assert (out / onnxmeta.MODEL_FILE).stat().st_size < (src / onnxmeta.MODEL_FILE).stat().st_size
     assert_close(logits(src, tiny, texts), logits(out, tiny, texts), 5e-3)
-    assert same_bytes(out, run_step("int4", src, work / f"int4-{case}-again", **config))
+    assert same_bytes(out, run_pass("int4", src, work / f"int4-{case}-again", **config))
 
 
 def test_int4_excludes_nodes(exported, work):
@@ -156,7 +143,7 @@ def test_int4_excludes_nodes(exported, work):
 
     first = next(n.name for n in onnx.load(str(exported / onnxmeta.MODEL_FILE)).graph.node
                  if n.op_type == "MatMul" and n.name)
-    out = run_step("int4", exported, work / "int4-exclude", nodes_to_exclude=[first])
+    out = run_pass("int4", exported, work / "int4-exclude", nodes_to_exclude=[first])
     names = {n.name: n.op_type for n in onnx.load(str(out / onnxmeta.MODEL_FILE)).graph.node}
     assert names[first] == "MatMul" and f"{first}_Q4" not in names
 
@@ -168,20 +155,20 @@ def test_fp16(which, request, tiny, texts, work):
     import onnx
 
     src = request.getfixturevalue(which)
-    out = run_step("fp16", src, work / f"fp16-{which}")
+    out = run_pass("fp16", src, work / f"fp16-{which}")
     assert_good_output(out, src)
     model = onnx.load(str(out / onnxmeta.MODEL_FILE))
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.INT64 for i in model.graph.input)
     assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # keep_io_types
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
     assert_close(logits(src, tiny, texts), logits(out, tiny, texts), 1e-2)
-    assert same_bytes(out, run_step("fp16", src, work / f"fp16-{which}-again"))
+    assert same_bytes(out, run_pass("fp16", src, work / f"fp16-{which}-again"))
 
 
 def test_fp16_block_list_adds_to_the_default(exported, tiny, texts, work):
     import onnx
 
-    out = run_step("fp16", exported, work / "fp16-block", op_block_list=["MatMul"])
+    out = run_pass("fp16", exported, work / "fp16-block", op_block_list=["MatMul"])
     model = onnx.load(str(out / onnxmeta.MODEL_FILE))
     halves = {t.name for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16}
     assert not any(n.input[1] in halves for n in model.graph.node if n.op_type == "MatMul")

@@ -15,7 +15,7 @@ from modelmake.build.layout import Layout, layouts
 from modelmake.build.project import Project, find_project
 from modelmake.build.steps import (DatasetUse, EvalStep, PackageStep, PassStep, PublishStep, SourceItem,
                                    SourceStep, Step)
-from modelmake.core import digest
+from modelmake.core import digest, usercode
 from modelmake.core.hostinfo import host_fingerprint
 from modelmake.inputs.recipe import Recipe, RecipeError, load_recipes
 from modelmake.passes import base
@@ -43,8 +43,8 @@ def _check_function(project: Project, r: Recipe) -> None:
     if not folder.is_dir():
         raise RecipeError(_shown(project, r), "model.path",
                           f"{rel} is a file; model.function needs a folder holding your module, weights and tokenizer files")
-    module = function.partition(":")[0].replace(".", "/")
-    if not (folder / f"{module}.py").is_file() and not (folder / module / "__init__.py").is_file():
+    if usercode.module_file(folder, function) is None:
+        module = function.partition(":")[0].replace(".", "/")
         raise RecipeError(_shown(project, r), "model.function",
                           f"no module {function.partition(':')[0]!r} in {rel} (expected {rel.rstrip('/')}/{module}.py)")
 
@@ -185,11 +185,9 @@ def publish_step(lay: Layout, common: dict, steps: list[Step]) -> PublishStep:
 
 def _custom_metric_files(project: Project, r: Recipe) -> dict[str, str]:
     """Custom metric name -> its module file, relative to the project (errors name the key)."""
-    from modelmake.metrics.evaluate import module_file
-
     out = {}
     for i, c in enumerate(r.evaluate["custom"]):
-        file = module_file(project.root, c["function"])
+        file = usercode.module_file(project.root, c["function"])
         if file is None:
             module = c["function"].partition(":")[0]
             raise RecipeError(_shown(project, r), f"evaluate.custom[{i}].function",

@@ -32,7 +32,7 @@ GROUP_DOCS = {"source": "fetch and verify pinned model and data sources",
 
 def _doc(step: Step) -> str:
     if isinstance(step, PassStep):
-        return passes.get(step.type).summary.split(". ")[0]
+        return passes.get(step.type).summary
     if isinstance(step, SourceStep):
         return f"fetch and verify sources of {step.recipe}"
     return {"eval": f"evaluate {step.recipe}", "package": f"package {step.recipe}"}.get(step.kind, "")

@@ -114,7 +114,7 @@ def _run_pass(step: PassStep, store: Store) -> dict:
     p = passes.get(step.type)
 
     def build(out: Path) -> None:
-        ctx = StepContext(config=step.config, model_dir=Path(step.input), out_dir=out,
+        ctx = StepContext(config=p.config_class.from_dict(step.config), model_dir=Path(step.input), out_dir=out,
                           datasets={n: load_dataset_folder(Path(d.dir), d.spec) for n, d in step.datasets.items()},
                           step=step.task, tokenizer_dir=Path(step.tokenizer) if step.tokenizer else None)
         if step.model_task is not None:  # task_dependent passes only: the task is in their key

@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modelmake.core import usercode
 from modelmake.inputs.recipe import RecipeError
 
 WORKSPACE = "workspace"
@@ -393,8 +394,7 @@ def _local_paths(r) -> list[str]:
     paths = [s.spec["path"] for s in (r.model, r.model_tokenizer) if s is not None and s.kind == "path"]
     paths += [d["source"]["path"] for d in r.data.values() if d["source"]["kind"] == "path"]
     for c in (r.evaluate or {}).get("custom") or []:
-        module = c["function"].partition(":")[0].replace(".", "/")
-        paths += [f"{module}.py", f"{module}/__init__.py"]
+        paths += usercode.module_paths(c["function"])
     return paths
 
 

@@ -6,11 +6,9 @@ normalized form is what goes into build keys, so comments and key order never ma
 """
 from __future__ import annotations
 
-import datetime as _dt
 import difflib
 import os
 import re
-import reprlib
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,10 @@ from typing import Any
 
 from modelmake.metrics import evaluate, goals
 from modelmake import passes as registry
+from modelmake.core import values
+from modelmake.core.values import show, toml_value
 from modelmake.passes import base
+from modelmake.passes.fields import Field
 
 # \Z, not $: `$` also matches before a trailing newline, which would let "fuse\n" through
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
@@ -27,7 +28,6 @@ WHEEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+\Z")
 BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 FUNCTION_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}\Z")   # module.sub:function
-INT64 = (-2**63, 2**63 - 1)   # TOML integers are 64-bit; tomllib accepts any size
 RESERVED_STEPS = {"source"}
 TASKS = evaluate.TASKS                    # model.task: what the model outputs
 EVAL_METRICS = tuple(evaluate.FAMILIES)   # the `[evaluate] metrics` families
@@ -66,34 +66,6 @@ def key_segment(name: str) -> str:
     return '"' + shown.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_repr = reprlib.Repr()
-_repr.maxstring, _repr.maxother, _repr.maxlong = 60, 60, 40
-_repr.maxlist = _repr.maxdict = _repr.maxtuple = 6
-_repr.maxlevel = 3
-
-
-def toml_value(v: Any) -> str:
-    """A setting as the user writes it in a recipe (true, "sdpa", ["a", "b"]), for docs and for
-    messages that tell what to write."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, list):
-        return "[" + ", ".join(map(toml_value, v)) + "]"
-    return repr(v)
-
-
-def show(v: Any) -> str:
-    """A short repr of a user value for messages (long strings, deep tables and huge ints cut)."""
-    if isinstance(v, (_dt.date, _dt.time)):
-        return v.isoformat()
-    try:
-        return _repr.repr(v)
-    except (ValueError, RecursionError):  # e.g. an int beyond the str() digit limit
-        return _type_name(v)
-
-
 @dataclass(frozen=True)
 class Source:
     """Where files come from. kind: path | wheel | hub | recipe."""
@@ -130,7 +102,7 @@ class _Table:
 
     def __init__(self, file: Path, path: str, value: Any):
         if not isinstance(value, dict):
-            raise RecipeError(file, path or "(top level)", f"expected a table, got {_type_name(value)}")
+            raise RecipeError(file, path or "(top level)", f"expected a table, got {values.type_name(value)}")
         self.file, self.path, self.value, self.seen = file, path, value, set()
 
     def key(self, name: str) -> str:
@@ -141,13 +113,19 @@ class _Table:
         return name in self.value
 
     def get(self, name: str, kind: str, default: Any = None, *, required: bool = False,
-            choices: tuple | None = None, min: float | None = None, max: float | None = None) -> Any:
+            choices: tuple | None = None, min: float | None = None, max: float | None = None,
+            min_items: int = 0) -> Any:
         self.seen.add(name)
         if name not in self.value:
             if required:
                 raise RecipeError(self.file, self.key(name), "missing required key")
             return default
-        return check_value(self.file, self.key(name), self.value[name], kind, choices, min, max)
+        return check_value(self.file, self.key(name), self.value[name], kind, choices, min, max, min_items)
+
+    def field(self, f: Field) -> Any:
+        """The value of a declared key (its default when absent)."""
+        return self.get(f.name, f.kind, f.default, required=f.required, choices=f.choices, min=f.min,
+                        max=f.max, min_items=f.min_items)
 
     def table(self, name: str, *, required: bool = False) -> "_Table | None":
         self.seen.add(name)
@@ -166,44 +144,59 @@ class _Table:
             raise RecipeError(self.file, self.key(bad), f"unknown key{tip}")
 
 
-def _type_name(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table", _dt.datetime: "a date-time", _dt.date: "a date",
-            _dt.time: "a time"}.get(type(v), type(v).__name__)
+def check_value(file: Path, key: str, v: Any, kind: str, choices=None, min=None, max=None, min_items=0) -> Any:
+    """`v` as the key holds it (see core/values.py), or a RecipeError naming the key (or its item)."""
+    try:
+        return values.check(v, kind, choices, min, max, min_items)
+    except values.Problem as p:
+        raise RecipeError(file, key + p.where, p.message) from None
 
 
-def check_value(file: Path, key: str, v: Any, kind: str, choices=None, min=None, max=None) -> Any:
-    want = {"bool": "a boolean", "int": "an integer", "float": "a number", "str": "a string",
-            "dataset": "a dataset name (string)", "list[str]": "a list of strings"}[kind]
-    ok = {
-        "bool": isinstance(v, bool),
-        "int": isinstance(v, int) and not isinstance(v, bool),
-        "float": isinstance(v, (int, float)) and not isinstance(v, bool),
-        "str": isinstance(v, str), "dataset": isinstance(v, str),
-        "list[str]": isinstance(v, list) and all(isinstance(x, str) for x in v),
-    }[kind]
-    if not ok:
-        raise RecipeError(file, key, f"expected {want}, got {_type_name(v)} {show(v)}")
-    if kind == "int" and not INT64[0] <= v <= INT64[1]:
-        raise RecipeError(file, key, f"expected a 64-bit integer, got {show(v)}")
-    if kind == "float":
-        try:
-            v = float(v)
-        except OverflowError:  # an integer too large for a float
-            raise RecipeError(file, key, f"expected a finite number, got {show(v)}") from None
-        if v != v or v in (float("inf"), float("-inf")):
-            raise RecipeError(file, key, f"expected a finite number, got {v}")
-    if choices is not None and kind == "list[str]":  # choices of a list apply to each item
-        for i, item in enumerate(v):
-            if item not in choices:
-                raise RecipeError(file, f"{key}[{i}]", f"expected one of {', '.join(map(repr, choices))}, got {show(item)}")
-    elif choices is not None and v not in choices:
-        raise RecipeError(file, key, f"expected one of {', '.join(map(repr, choices))}, got {show(v)}")
-    if min is not None and v < min:
-        raise RecipeError(file, key, f"must be >= {min}, got {show(v)}")
-    if max is not None and v > max:
-        raise RecipeError(file, key, f"must be <= {max}, got {show(v)}")
-    return v
+# ---------------------------------------------------------------- declared keys
+# Keys of the recipe tables that hold plain values, declared as a pass declares its config: the
+# parser reads them with _Table.field and commands/schema.py writes them into the JSON Schema.
+def _declare(*fields: Field) -> dict[str, Field]:
+    return {f.name: f for f in fields}
+
+
+DESCRIPTION = Field("description", "str", "", "one line shown by `doit list` next to optimize:<recipe>")
+MODEL_TASK = Field("task", "str", "text-classification", "what the model outputs: logits of classes, or "
+                   "a bare encoder's sentence embedding", choices=TASKS)
+DATA = _declare(Field("text", "str", "text", "column holding the text"))
+LABEL = _declare(Field("column", "str", "label", "column holding the label"))
+SPLIT = _declare(
+    Field("by", "str", None, "group column: every group lands wholly in train or in test"),
+    Field("test", "float", 0.2, "fraction of groups in the test split", min=0.01, max=0.99),
+    Field("seed", "int", 0, "seed of the split"))
+EVALUATE = _declare(
+    Field("data", "str", None, "dataset whose test split is used", required=True),
+    Field("baseline", "str", None, "a step of this recipe (ONNX) measured the same way"),
+    Field("baseline_recipe", "str", None, "instead of baseline: another recipe's final model (ONNX)"),
+    Field("max_samples", "int", 0, "evaluate on a seeded subset of the test split; 0 = all of it", min=0),
+    Field("batch_size", "int", 32, "rows per inference batch for accuracy", min=1),
+    Field("max_length", "int", 128, "tokens per text for accuracy", min=8, max=4096),
+    Field("on_goal_failure", "str", "fail", "'fail': an unmet goal fails the eval task; 'warn': it prints a "
+          "warning and the build goes on", choices=goals.ON_FAILURE))
+LATENCY = _declare(
+    Field("batch", "int", 1, "batch size of latency runs", min=1),
+    Field("sequence", "int", 128, "tokens per row in latency runs", min=1, max=4096),
+    Field("warmup", "int", 10, "untimed runs first", min=0),
+    Field("runs", "int", 100, "timed runs per model at least", min=5),
+    Field("max_runs", "int", None, "timed runs per model at most (default 4 x runs)", min=5),
+    Field("stable_percent", "float", 2.0, "half-width of the medians' 95% confidence interval, in percent "
+          "of the median, at which timing stops", min=0.0, max=100.0),
+    Field("threads", "int", 0, "ONNX Runtime intra-op threads; 0 = as deployed", min=0),
+    Field("throughput_batch", "int", 32, "batch size of the throughput runs", min=1),
+    Field("throughput_runs", "int", 10, "timed throughput runs", min=1))
+CUSTOM = _declare(
+    Field("name", "str", None, "the metric's name in metrics.json", required=True),
+    Field("function", "str", None, "module:function, the module in the project folder", required=True),
+    Field("higher_is_better", "bool", None, "direction of the metric, for goals and comparisons", required=True),
+    Field("host_dependent", "bool", False, "its value depends on the host (keyed by the host fingerprint)"))
+GOAL_METRIC = Field("metric", "str", None, "the metric the goal is on", required=True)
+PACKAGE = _declare(
+    Field("format", "str", "zip", "the only format so far", choices=("zip",)),
+    Field("max_length", "int", 128, "tokens per text written into the inference config", min=8, max=4096))
 
 
 # ---------------------------------------------------------------- sections
@@ -304,7 +297,7 @@ def _local_format(rel: str, root: Path | None) -> str:
 def _data(t: _Table, root: Path | None = None) -> dict[str, Any]:
     src = _source(t, ("path", "wheel"), root)
     spec: dict[str, Any] = {"source": {"kind": src.kind, **src.spec}}
-    spec["text"] = t.get("text", "str", "text")
+    spec["text"] = t.field(DATA["text"])
     lt = t.table("label", required=True)
     lt.seen.add("map")
     if "map" not in lt.value:
@@ -318,15 +311,12 @@ def _data(t: _Table, root: Path | None = None) -> dict[str, Any]:
     ids = sorted(set(mapping.values()))
     if ids != list(range(len(ids))):
         raise RecipeError(t.file, lt.key("map"), f"class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
-    spec["label"] = {"column": lt.get("column", "str", "label"), "map": dict(sorted(mapping.items()))}
+    spec["label"] = {"column": lt.field(LABEL["column"]), "map": dict(sorted(mapping.items()))}
     lt.done()
     st = t.table("split")
-    if st is None:
-        spec["split"] = {"by": None, "test": 0.2, "seed": 0}
-    else:
-        spec["split"] = {"by": st.get("by", "str"), "test": st.get("test", "float", 0.2, min=0.01, max=0.99),
-                         "seed": st.get("seed", "int", 0)}
-        st.done()
+    st = st if st is not None else _Table(t.file, t.key("split"), {})
+    spec["split"] = {name: st.field(f) for name, f in SPLIT.items()}
+    st.done()
     t.done()
     return spec
 
@@ -343,12 +333,12 @@ def _step(t: _Table, datasets: dict) -> Step:
         raise RecipeError(t.file, t.key("type"), f"unknown pass type {show(type_name)}{tip}")
     cfg = {}
     for f in p.fields:
-        v = t.get(f.name, f.kind, f.default, required=f.required, choices=f.choices, min=f.min, max=f.max)
+        v = t.field(f)
         if f.kind == "dataset" and v is not None and v not in datasets:
             raise RecipeError(t.file, t.key(f.name), f"unknown dataset {show(v)} (defined: {', '.join(datasets) or 'none'})")
         cfg[f.name] = list(v) if isinstance(v, list) else v
     for f in p.fields:
-        if f.when is None or cfg[f.when[0]] == f.when[1]:
+        if f.applies(cfg):
             continue
         # A key that would be ignored is a mistake (e.g. lora_r without method = "lora" would
         # silently train the other way); an unset one stays out of the key, so it cannot rebuild.
@@ -364,7 +354,7 @@ def _step(t: _Table, datasets: dict) -> Step:
 
 def _evaluate(t: _Table, datasets: dict, steps: list[Step], task: str = "text-classification") -> dict[str, Any]:
     ev: dict[str, Any] = {}
-    ev["data"] = t.get("data", "str", required=True)
+    ev["data"] = t.field(EVALUATE["data"])
     if ev["data"] not in datasets:
         raise RecipeError(t.file, t.key("data"), f"unknown dataset {show(ev['data'])} (defined: {', '.join(datasets) or 'none'})")
     metrics = t.get("metrics", "list[str]", evaluate.default_metrics(task, t.has("baseline") or t.has("baseline_recipe")))
@@ -372,10 +362,10 @@ def _evaluate(t: _Table, datasets: dict, steps: list[Step], task: str = "text-cl
         if m not in EVAL_METRICS:
             raise RecipeError(t.file, t.key("metrics"), f"unknown metric {show(m)} (known: {', '.join(EVAL_METRICS)})")
     ev["metrics"] = [m for m in EVAL_METRICS if m in metrics]
-    ev["baseline"] = t.get("baseline", "str")
+    ev["baseline"] = t.field(EVALUATE["baseline"])
     if ev["baseline"] is not None and ev["baseline"] not in {s.name for s in steps}:
         raise RecipeError(t.file, t.key("baseline"), f"unknown step {show(ev['baseline'])} (steps: {', '.join(s.name for s in steps)})")
-    ev["baseline_recipe"] = t.get("baseline_recipe", "str")
+    ev["baseline_recipe"] = t.field(EVALUATE["baseline_recipe"])
     if ev["baseline_recipe"] is not None:
         if ev["baseline"] is not None:
             raise RecipeError(t.file, t.key("baseline_recipe"), "give either baseline (a step of this recipe) "
@@ -383,28 +373,20 @@ def _evaluate(t: _Table, datasets: dict, steps: list[Step], task: str = "text-cl
         if not NAME_RE.match(ev["baseline_recipe"]):
             raise RecipeError(t.file, t.key("baseline_recipe"), f"expected a recipe name, got {show(ev['baseline_recipe'])}")
     _check_task_metrics(t, ev, task)
-    ev["max_samples"] = t.get("max_samples", "int", 0, min=0)
-    ev["batch_size"] = t.get("batch_size", "int", 32, min=1)
-    ev["max_length"] = t.get("max_length", "int", 128, min=8, max=4096)
+    for name in ("max_samples", "batch_size", "max_length"):
+        ev[name] = t.field(EVALUATE[name])
     lt = t.table("latency")
     lt = lt if lt is not None else _Table(t.file, t.key("latency"), {})
-    runs = lt.get("runs", "int", 100, min=5)
-    max_runs = lt.get("max_runs", "int", None, min=5)
+    latency = {name: lt.field(f) for name, f in LATENCY.items()}
+    runs, max_runs = latency["runs"], latency["max_runs"]
     if max_runs is not None and max_runs < runs:
         raise RecipeError(t.file, lt.key("max_runs"), f"must be >= latency.runs ({runs}), got {max_runs}")
-    ev["latency"] = {
-        "batch": lt.get("batch", "int", 1, min=1), "sequence": lt.get("sequence", "int", 128, min=1, max=4096),
-        "warmup": lt.get("warmup", "int", 10, min=0), "runs": runs,
-        "max_runs": 4 * runs if max_runs is None else max_runs,
-        "stable_percent": lt.get("stable_percent", "float", 2.0, min=0.0, max=100.0),
-        "threads": lt.get("threads", "int", 0, min=0),
-        "throughput_batch": lt.get("throughput_batch", "int", 32, min=1),
-        "throughput_runs": lt.get("throughput_runs", "int", 10, min=1),
-    }
+    latency["max_runs"] = 4 * runs if max_runs is None else max_runs
+    ev["latency"] = latency
     lt.done()
     ev["custom"] = _custom_metrics(t)
     ev["goal"] = _goals(t, ev)
-    ev["on_goal_failure"] = t.get("on_goal_failure", "str", "fail", choices=goals.ON_FAILURE)
+    ev["on_goal_failure"] = t.field(EVALUATE["on_goal_failure"])
     if t.has("on_goal_failure") and not ev["goal"]:
         raise RecipeError(t.file, t.key("on_goal_failure"), "only used with goals; add [[evaluate.goal]] tables or remove the key")
     _check_task_goals(t, ev, task)
@@ -448,27 +430,27 @@ def _array(t: _Table, name: str) -> list[_Table]:
     t.seen.add(name)
     raw = t.value.get(name, [])
     if not isinstance(raw, list):
-        raise RecipeError(t.file, t.key(name), f"expected an array of tables ([[{t.key(name)}]]), got {_type_name(raw)}")
+        raise RecipeError(t.file, t.key(name), f"expected an array of tables ([[{t.key(name)}]]), got {values.type_name(raw)}")
     return [_Table(t.file, f"{t.key(name)}[{i}]", v) for i, v in enumerate(raw)]
 
 
 def _custom_metrics(t: _Table) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for ct in _array(t, "custom"):
-        name = ct.get("name", "str", required=True)
+        name = ct.field(CUSTOM["name"])
         if not METRIC_NAME_RE.match(name):
             raise RecipeError(t.file, ct.key("name"), f"custom metric names use a-z, 0-9 and '_' and start with a letter; got {show(name)}")
         if name in RESERVED_METRICS:
             raise RecipeError(t.file, ct.key("name"), f"{show(name)} is a name metrics.json already uses; choose another")
         if name in {c["name"] for c in out}:
             raise RecipeError(t.file, ct.key("name"), f"duplicate custom metric {show(name)}")
-        function = ct.get("function", "str", required=True)
+        function = ct.field(CUSTOM["function"])
         if not FUNCTION_RE.match(function) or function.partition(":")[0].endswith(".py"):
             raise RecipeError(t.file, ct.key("function"), "expected 'module:function' with the module relative to "
                               f"the project folder (e.g. 'mymetrics:score' for mymetrics.py), got {show(function)}")
         out.append({"name": name, "function": function,
-                    "higher_is_better": ct.get("higher_is_better", "bool", required=True),
-                    "host_dependent": ct.get("host_dependent", "bool", False)})
+                    "higher_is_better": ct.field(CUSTOM["higher_is_better"]),
+                    "host_dependent": ct.field(CUSTOM["host_dependent"])})
         ct.done()
     return out
 
@@ -477,7 +459,7 @@ def _goals(t: _Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
     known = sorted({m for f in ev["metrics"] for m in evaluate.FAMILIES[f]} | {c["name"] for c in ev["custom"]})
     out: list[dict[str, Any]] = []
     for gt in _array(t, "goal"):
-        metric = gt.get("metric", "str", required=True)
+        metric = gt.field(GOAL_METRIC)
         if goals.direction(metric, ev["custom"]) is None:
             hint = difflib.get_close_matches(metric, known, n=1)
             tip = f" (did you mean '{hint[0]}'?)" if hint else f" (measured: {', '.join(known) or 'none'})"
@@ -504,8 +486,7 @@ def _goals(t: _Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _package(t: _Table) -> dict[str, Any]:
-    pk = {"format": t.get("format", "str", "zip", choices=("zip",)),
-          "max_length": t.get("max_length", "int", 128, min=8, max=4096)}
+    pk = {name: t.field(f) for name, f in PACKAGE.items()}
     t.done()
     return pk
 
@@ -536,10 +517,10 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
     except RecursionError:
         raise RecipeError(shown, "", "TOML syntax error: arrays or tables nested too deeply") from None
     top = _Table(shown, "", raw)
-    description = top.get("description", "str", "")
+    description = top.field(DESCRIPTION)
     mt = top.table("model", required=True)
     model, model_format, model_tokenizer = _model(mt, root)
-    task = mt.get("task", "str", "text-classification", choices=TASKS)
+    task = mt.field(MODEL_TASK)
     if task != "text-classification" and model_format == base.PYTORCH:
         raise RecipeError(shown, "model.task", f"{task!r} takes a Hugging Face or ONNX model; model.function "
                           "builds a classifier (logits)")

@@ -283,41 +283,10 @@ class CustomMetricError(Exception):
     plain = True
 
 
-def module_file(root: Path, function: str) -> Path | None:
-    """The file of `module:function` in the project folder (module.py or module/__init__.py), or None."""
-    module = function.partition(":")[0].replace(".", "/")
-    for candidate in (Path(root) / f"{module}.py", Path(root) / module / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _load_function(file: Path, function: str, where: str) -> Callable:
-    import importlib.util
-
-    module, _, name = function.partition(":")
-    folder = str(file.parent.resolve())
-    spec = importlib.util.spec_from_file_location(f"modelmake_custom_metric_{module.replace('.', '_')}", file)
-    mod = importlib.util.module_from_spec(spec)
-    path, bytecode = list(sys.path), sys.dont_write_bytecode
-    sys.path.insert(0, folder)      # its sibling modules import as they would in the user's code
-    sys.dont_write_bytecode = True  # no __pycache__ appearing in the user's project
-    try:
-        spec.loader.exec_module(mod)
-    except Exception as e:  # noqa: BLE001 - the user's module: any error is theirs to see
-        raise CustomMetricError(f"{where}: importing {file} raised {_first(e)}") from e
-    finally:
-        sys.path[:] = path
-        sys.dont_write_bytecode = bytecode
-    fn = getattr(mod, name, None)
-    if not callable(fn):
-        raise CustomMetricError(f"{where}: {file} has no function {name!r}")
-    return fn
-
-
-def _first(e: BaseException) -> str:
-    first = (str(e).strip().splitlines() or [""])[0]
-    return f"{e.__class__.__name__}: {first}" if first else e.__class__.__name__
+def _project_folder(file: Path, function: str) -> Path:
+    """The folder `module:function` is imported from, given the module's file in it."""
+    depth = function.partition(":")[0].count(".") + (Path(file).name == "__init__.py")
+    return Path(file).absolute().parents[depth]
 
 
 def _predictor(model_path: Path, tokenizer_dir: Path, batch_size: int, max_length: int):
@@ -347,12 +316,24 @@ def measure_custom(name: str, function: str, file: Path, where: str, model_path:
                    texts: list[str], labels: list[int], batch_size: int = 32, max_length: int = 128) -> dict:
     """Call the user's `function` (from `file`) with the arguments it names (CUSTOM_ARGS) and
     return its number as {name: value}, or its dict of numbers as {name.key: value}."""
-    import inspect
+    from modelmake.core import usercode
 
-    fn = _load_function(Path(file), function, where)
     given = {"model": Path(model_path), "tokenizer": Path(tokenizer_dir), "texts": list(texts),
              "labels": list(labels), "predict": _predictor(Path(model_path), Path(tokenizer_dir),
                                                            batch_size, max_length)}
+    with usercode.loaded(_project_folder(file, function), function, where, CustomMetricError) as fn:
+        kwargs = _arguments(fn, given, function, where)
+        try:
+            result = fn(**kwargs)
+        except Exception as e:  # noqa: BLE001 - the user's code
+            raise CustomMetricError(f"{where}: {function} raised {usercode.first_line(e)}") from e
+    return _numbers(name, result, f"{where}: {function}")
+
+
+def _arguments(fn: Callable, given: dict, function: str, where: str) -> dict:
+    """The arguments of `given` that `fn` names (all of them when it takes **kwargs)."""
+    import inspect
+
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -363,14 +344,8 @@ def measure_custom(name: str, function: str, file: Path, where: str, model_path:
             raise CustomMetricError(f"{where}: {function} takes {p.name!r}, which evaluation does not give "
                                     f"(it gives {', '.join(CUSTOM_ARGS)})")
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = given
-    else:
-        kwargs = {p.name: given[p.name] for p in named if p.name in given}
-    try:
-        result = fn(**kwargs)
-    except Exception as e:  # noqa: BLE001 - the user's code
-        raise CustomMetricError(f"{where}: {function} raised {_first(e)}") from e
-    return _numbers(name, result, f"{where}: {function}")
+        return given
+    return {p.name: given[p.name] for p in named if p.name in given}
 
 
 def _numbers(name: str, result, where: str) -> dict[str, float]:

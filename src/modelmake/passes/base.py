@@ -1,16 +1,21 @@
-"""What a pass is: a typed config schema plus a run function, declared without heavy imports.
+"""What a pass is: declared config keys plus a run function, declared without heavy imports.
 
-Recipes are validated against these declarations before anything runs, and docs/recipes.md is
-generated from them, so the schema, the validator and the docs cannot drift apart.
+Recipes are validated against these declarations before anything runs, and docs/recipes.md, the
+JSON Schema of recipes and the typed config a run receives are generated from them, so the
+schema, the validator, the docs and the code that reads a config cannot drift apart.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from modelmake.core.progress import say
+from modelmake.passes.fields import Field, PassConfig, config_class
+
+__all__ = ["ENTRY_FILE", "FORMAT_NAMES", "HF", "ONNX", "PYTORCH", "Field", "Pass", "PassConfig", "StepContext"]
 
 # Model formats a step consumes or produces.
 HF = "hf"      # a Hugging Face folder: config.json, weights, tokenizer files
@@ -23,26 +28,9 @@ FORMAT_NAMES = {HF: "Hugging Face", ONNX: "ONNX", PYTORCH: "PyTorch"}
 
 
 @dataclass(frozen=True)
-class Field:
-    """One key of a pass config. `kind` is one of: bool, int, float, str, list[str], dataset."""
-
-    name: str
-    kind: str
-    default: Any
-    doc: str
-    choices: tuple | None = None
-    min: float | None = None
-    max: float | None = None
-    required: bool = False
-    # (other field, value): the key applies only when that field has that value. Setting it
-    # otherwise is a recipe error, and it is left out of the normalized config (and so the key).
-    when: tuple[str, Any] | None = None
-
-
-@dataclass(frozen=True)
 class Pass:
     type: str                   # the name recipes use in `type = "..."`
-    summary: str                # one line for docs and errors
+    summary: str                # one line, no final period: `doit list`, the docs' first line, errors
     fields: tuple[Field, ...]
     input_format: str           # HF, ONNX or PYTORCH (see also more_input_formats)
     output_format: str
@@ -60,6 +48,13 @@ class Pass:
     task_dependent: bool = False
     # model.task values the pass works for; None = any (an ONNX pass does not care what it optimizes)
     tasks: tuple[str, ...] | None = None
+    # what else a user should know to use it well (where to place it, measurements); docs only
+    notes: str = ""
+
+    @functools.cached_property
+    def config_class(self) -> type[PassConfig]:
+        """The frozen dataclass a run receives as StepContext.config (see passes/fields.py)."""
+        return config_class(self.type, self.fields)
 
     @property
     def input_formats(self) -> tuple[str, ...]:
@@ -84,7 +79,7 @@ class Pass:
 class StepContext:
     """Everything a pass run may read or write. A pass writes only below `out_dir`."""
 
-    config: dict[str, Any]        # validated, every default filled in (keys whose `when` is unmet left out)
+    config: PassConfig            # typed and frozen: cfg.per_channel (keys whose `when` is unmet are None)
     model_dir: Path               # input model folder (one of Pass.input_formats)
     out_dir: Path                 # empty folder; write outputs here (temp, published by caller)
     datasets: dict[str, Any] = field(default_factory=dict)  # name -> modelmake.inputs.data.Dataset

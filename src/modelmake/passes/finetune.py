@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelmake.passes.base import HF, Field, Pass, StepContext
+from modelmake.passes.base import HF, Field, Pass, PassConfig, StepContext
 from modelmake.core.progress import bar
 
 PASS = Pass(
@@ -103,25 +103,25 @@ def _schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train(model, tokenizer, rows: list[tuple[str, int]], cfg: dict) -> list[float]:
+def train(model, tokenizer, rows: list[tuple[str, int]], cfg: PassConfig) -> list[float]:
     """Train `model` in place; returns the loss of every step."""
     import torch
 
-    n, bs = len(rows), cfg["batch_size"]
+    n, bs = len(rows), cfg.batch_size
     steps_per_epoch = (n + bs - 1) // bs
-    total = steps_per_epoch * cfg["epochs"]
-    optimizer = _optimizer(model, cfg["learning_rate"], cfg["weight_decay"])
-    schedule = _schedule(optimizer, int(total * cfg["warmup_ratio"]), total)
-    order_rng = torch.Generator().manual_seed(cfg["seed"])
-    torch.manual_seed(cfg["seed"])  # dropout masks
+    total = steps_per_epoch * cfg.epochs
+    optimizer = _optimizer(model, cfg.learning_rate, cfg.weight_decay)
+    schedule = _schedule(optimizer, int(total * cfg.warmup_ratio), total)
+    order_rng = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # dropout masks
     losses: list[float] = []
     model.train()
     with bar("fine-tune", total) as progress:
-        for _ in range(cfg["epochs"]):
+        for _ in range(cfg.epochs):
             order = torch.randperm(n, generator=order_rng).tolist()
             for start in range(0, n, bs):
                 batch = [rows[i] for i in order[start:start + bs]]
-                enc = tokenizer([t for t, _ in batch], truncation=True, max_length=cfg["max_length"],
+                enc = tokenizer([t for t, _ in batch], truncation=True, max_length=cfg.max_length,
                                 padding="longest", return_tensors="pt")
                 labels = torch.tensor([y for _, y in batch], dtype=torch.long)
                 loss = model(**enc, labels=labels).loss
@@ -158,24 +158,24 @@ def _check_targets(model, targets: list[str], head: list[str]) -> None:
                              f"(its linear layers: {names}; the classifier head is always trained in full)")
 
 
-def _with_adapters(model, cfg: dict, log):
+def _with_adapters(model, cfg: PassConfig, log):
     """Wrap `model` in peft LoRA adapters: only adapters and the classifier head stay trainable."""
     import warnings
 
     from peft import LoraConfig, get_peft_model
 
     head = _head_modules(model)
-    targets = cfg["lora_target_modules"]
+    targets = cfg.lora_target_modules
     _check_targets(model, targets, head)
     total = sum(p.numel() for p in model.parameters())
-    config = LoraConfig(r=cfg["lora_r"], lora_alpha=cfg["lora_alpha"], lora_dropout=cfg["lora_dropout"],
+    config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                         target_modules=list(targets), modules_to_save=head, bias="none")
     with warnings.catch_warnings():
         # transformers 5 deprecates an attribute peft still reads; nothing a recipe can act on
         warnings.simplefilter("ignore", FutureWarning)
         wrapped = get_peft_model(model, config)
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
-    log(f"LoRA r={cfg['lora_r']} alpha={cfg['lora_alpha']} on {', '.join(targets)} + head "
+    log(f"LoRA r={cfg.lora_r} alpha={cfg.lora_alpha} on {', '.join(targets)} + head "
         f"({', '.join(head)}): training {trainable:,} parameters, {100 * trainable / total:.2f}% "
         f"of the model's {total:,}")
     return wrapped
@@ -202,24 +202,24 @@ def run(ctx: StepContext) -> None:
     # added for fine-tuning, and our own log line already says what is trained
     hf_logging.set_verbosity_error()
     cfg = ctx.config
-    dataset = ctx.datasets[cfg["data"]]
+    dataset = ctx.datasets[cfg.data]
     id2label, label2id = _label_maps(dataset.labels)
-    rows = select_rows(dataset.train, cfg["max_samples"], cfg["seed"])
+    rows = select_rows(dataset.train, cfg.max_samples, cfg.seed)
     ctx.log(f"training on {len(rows)} of {len(dataset.train)} train rows, {len(id2label)} labels, "
-            f"{cfg['epochs']} epoch(s)")
-    torch.manual_seed(cfg["seed"])  # a new or resized classifier head is drawn here
+            f"{cfg.epochs} epoch(s)")
+    torch.manual_seed(cfg.seed)  # a new or resized classifier head is drawn here
     model = AutoModelForSequenceClassification.from_pretrained(
         ctx.model_dir, num_labels=len(id2label), id2label=id2label, label2id=label2id,
         attn_implementation="eager", ignore_mismatched_sizes=True)
     tokenizer = AutoTokenizer.from_pretrained(ctx.model_dir)
-    if cfg["method"] == "lora":
+    if cfg.method == "lora":
         model = _with_adapters(model, cfg, ctx.log)
     else:
         ctx.log(f"full fine-tuning: training all {sum(p.numel() for p in model.parameters()):,} parameters")
     losses = train(model, tokenizer, rows, cfg)
-    if cfg["method"] == "lora":
+    if cfg.method == "lora":
         model = _merged(model)
-    steps_per_epoch = (len(rows) + cfg["batch_size"] - 1) // cfg["batch_size"]
+    steps_per_epoch = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
     last_epoch = losses[-steps_per_epoch:]
     ctx.log(f"mean loss: first epoch {sum(losses[:steps_per_epoch]) / steps_per_epoch:.4f}, "
             f"last epoch {sum(last_epoch) / len(last_epoch):.4f}")

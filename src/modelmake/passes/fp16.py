@@ -6,8 +6,9 @@ from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
 PASS = Pass(
     type="fp16",
-    summary=("Convert weights and compute to float16 (half the size; on CPU, ORT often runs fp16 "
-             "slower than fp32, so this targets GPU/NPU deployment or size)"),
+    summary="Convert weights and compute to float16",
+    notes=("Half the size; on CPU, ORT often runs fp16 slower than fp32, so this targets GPU/NPU "
+           "deployment or size."),
     fields=(
         Field("keep_io_types", "bool", True,
               "keep float32 model inputs and outputs (casts are added inside the graph)"),
@@ -35,15 +36,14 @@ def run(ctx: StepContext) -> None:
     dst = ctx.out_dir / onnxmeta.MODEL_FILE
     # An explicit op_block_list replaces the converter's default one, which holds the ops that
     # have no float16 kernel; so the user's ops are added to it, never substituted for it.
-    blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(cfg["op_block_list"]))
-    ctx.log(f"converting to float16 (keep_io_types={cfg['keep_io_types']}, "
-            f"{len(cfg['op_block_list'])} extra op types and {len(cfg['node_block_list'])} nodes kept in fp32)")
+    blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(cfg.op_block_list))
+    ctx.log(f"converting to float16 (keep_io_types={cfg.keep_io_types}, "
+            f"{len(cfg.op_block_list)} extra op types and {len(cfg.node_block_list)} nodes kept in fp32)")
     # OnnxModel's conversion types the graph with symbolic shape inference first (ONNX's own
     # inference stops at fused contrib ops) and drops the redundant Casts it inserts.
     model = OnnxModel(onnx.load(str(src)))
     model.convert_float_to_float16(
-        keep_io_types=cfg["keep_io_types"], op_block_list=blocked,
-        node_block_list=list(cfg["node_block_list"]) or None)
+        keep_io_types=cfg.keep_io_types, op_block_list=blocked, node_block_list=list(cfg.node_block_list) or None)
     # Blocked ops get their Cast nodes appended after their consumers; the checker wants order.
     model.topological_sort(is_deterministic=True)
     converted = model.model

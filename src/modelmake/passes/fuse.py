@@ -32,10 +32,10 @@ PASS = Pass(
 )
 
 
-def resolve_shape(config: dict, props: dict[str, str]) -> tuple[int, int]:
+def resolve_shape(num_heads: int, hidden_size: int, props: dict[str, str]) -> tuple[int, int]:
     """(num_heads, hidden_size): the config's values, or the metadata's where the config says 0."""
-    heads = config["num_heads"] or int(props.get(onnxmeta.NUM_HEADS, 0))
-    hidden = config["hidden_size"] or int(props.get(onnxmeta.HIDDEN_SIZE, 0))
+    heads = num_heads or int(props.get(onnxmeta.NUM_HEADS, 0))
+    hidden = hidden_size or int(props.get(onnxmeta.HIDDEN_SIZE, 0))
     if not heads or not hidden:
         raise ValueError(
             "num_heads and hidden_size are unknown: the input model has no "
@@ -51,15 +51,15 @@ def run(ctx: StepContext) -> None:
     from onnxruntime.transformers.optimizer import optimize_model
 
     cfg = ctx.config
-    if cfg["model_type"] not in ORT_TYPES:
-        raise ValueError(f"model_type '{cfg['model_type']}' is not supported by the installed "
+    if cfg.model_type not in ORT_TYPES:
+        raise ValueError(f"model_type '{cfg.model_type}' is not supported by the installed "
                          f"onnxruntime (supported: {', '.join(sorted(ORT_TYPES))})")
     src = ctx.model_dir / onnxmeta.MODEL_FILE
     dst = ctx.out_dir / onnxmeta.MODEL_FILE
-    heads, hidden = resolve_shape(cfg, onnxmeta.read(src))
-    ctx.log(f"fusing {cfg['model_type']} (num_heads={heads}, hidden_size={hidden}, opt_level={cfg['opt_level']})")
-    optimized = optimize_model(str(src), model_type=cfg["model_type"], num_heads=heads,
-                               hidden_size=hidden, opt_level=cfg["opt_level"], use_gpu=False)
+    heads, hidden = resolve_shape(cfg.num_heads, cfg.hidden_size, onnxmeta.read(src))
+    ctx.log(f"fusing {cfg.model_type} (num_heads={heads}, hidden_size={hidden}, opt_level={cfg.opt_level})")
+    optimized = optimize_model(str(src), model_type=cfg.model_type, num_heads=heads,
+                               hidden_size=hidden, opt_level=cfg.opt_level, use_gpu=False)
     optimized.save_model_to_file(str(dst))
     onnxmeta.carry_over(src, dst)
     onnxmeta.check(dst)

@@ -8,14 +8,15 @@ QOperator output.
 """
 from __future__ import annotations
 
-from modelmake.runtime import onnxmeta
+from modelmake.passes import quant_common as q
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
+from modelmake.runtime import onnxmeta
 
 PASS = Pass(
     type="int4",
-    summary=("Quantize MatMul weights block-wise to int4 (or int8) as ORT MatMulNBits; activations "
-             "stay float. Fused Attention weights are not MatMuls, so place it before ort-fusion "
-             "to cover them"),
+    summary="Quantize MatMul weights block-wise to int4 (or int8) as ORT MatMulNBits",
+    notes=("Activations stay float. Fused Attention weights are not MatMuls, so place it before "
+           "ort-fusion to cover them."),
     fields=(
         Field("bits", "int", 4, "bits per quantized weight", choices=(4, 8)),
         Field("block_size", "int", 32, "weights along K sharing one scale (and zero point)",
@@ -26,8 +27,7 @@ PASS = Pass(
               "minimum precision of the MatMulNBits compute: 0 = unset (ORT's default), "
               "1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on CPU)",
               choices=(0, 1, 2, 3, 4)),
-        Field("nodes_to_exclude", "list[str]", [],
-              "MatMul node names to keep in float (e.g. the classifier)"),
+        q.nodes_to_exclude("MatMul node names", "the classifier"),
     ),
     input_format=ONNX,
     output_format=ONNX,
@@ -123,13 +123,12 @@ def run(ctx: StepContext) -> None:
     dst = ctx.out_dir / onnxmeta.MODEL_FILE
     model = onnx.load(str(src))
     matmuls = sum(n.op_type == "MatMul" for n in model.graph.node)
-    ctx.log(f"quantizing MatMul weights to int{cfg['bits']} (block_size={cfg['block_size']}, "
-            f"symmetric={cfg['symmetric']}, accuracy_level={cfg['accuracy_level']})")
-    targets = quantizable(model, set(cfg["nodes_to_exclude"]))
+    ctx.log(f"quantizing MatMul weights to int{cfg.bits} (block_size={cfg.block_size}, "
+            f"symmetric={cfg.symmetric}, accuracy_level={cfg.accuracy_level})")
+    targets = quantizable(model, set(cfg.nodes_to_exclude))
     done = len(targets)
-    with bar(f"int{cfg['bits']}", done) as progress:
-        quantize_model(model, targets, cfg["bits"], cfg["block_size"], cfg["symmetric"],
-                       cfg["accuracy_level"], progress)
+    with bar(f"int{cfg.bits}", done) as progress:
+        quantize_model(model, targets, cfg.bits, cfg.block_size, cfg.symmetric, cfg.accuracy_level, progress)
     onnx.save(model, str(dst))
     onnxmeta.carry_over(src, dst)
     onnxmeta.check(dst)

@@ -49,15 +49,15 @@ def run(ctx: StepContext) -> None:
     src = ctx.model_dir / onnxmeta.MODEL_FILE
     dst = ctx.out_dir / onnxmeta.MODEL_FILE
     options = ort.SessionOptions()
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[cfg["level"]])
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[cfg.level])
     options.optimized_model_filepath = str(dst)
     # Which QDQ int8 patterns ORT fuses into QLinear ops defaults per platform (allowed on ARM,
     # not on x86); pinning the x86 answer keeps the saved model the same on every machine and
     # leaves the ARM-only fusions to the runtime session on an ARM host.
     options.add_session_config_entry("session.qdqisint8allowed", "0")
     options.intra_op_num_threads = 1  # the session only optimizes; no thread pool worth spinning up
-    disabled = sorted(set(cfg["disabled_optimizers"]))
-    ctx.log(f"optimizing at level '{cfg['level']}'"
+    disabled = sorted(set(cfg.disabled_optimizers))
+    ctx.log(f"optimizing at level '{cfg.level}'"
             + (f", without {', '.join(disabled)}" if disabled else ""))
     ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"],
                          disabled_optimizers=disabled or None)

@@ -1,23 +1,20 @@
 """ONNX -> ONNX dynamic int8 quantization of weights (activations quantized at run time)."""
 from __future__ import annotations
 
-from modelmake.runtime import onnxmeta
+from modelmake.passes import quant_common as q
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
+from modelmake.runtime import onnxmeta
 
 PASS = Pass(
     type="dynamic-int8",
     summary="Quantize weights to int8 with ORT dynamic quantization (activation scales computed per call)",
     fields=(
-        Field("per_channel", "bool", True,
-              "one scale per output channel instead of per tensor (much more accurate on MiniLM)"),
+        q.per_channel("one weight scale per output channel instead of per tensor (much more accurate on MiniLM)"),
         Field("reduce_range", "bool", False,
               "quantize weights to 7 bits, for older x86 CPUs without VNNI that can overflow int16 sums"),
-        Field("weight_type", "str", "qint8", "integer type of the quantized weights",
-              choices=("qint8", "quint8")),
-        Field("op_types", "list[str]", [],
-              "ONNX op types to quantize, e.g. ['MatMul', 'Attention']; empty = all ORT supports"),
-        Field("nodes_to_exclude", "list[str]", [],
-              "node names to keep in float (e.g. a sensitive classifier MatMul)"),
+        q.weight_type(),
+        q.op_types("all ORT supports"),
+        q.nodes_to_exclude(),
     ),
     input_format=ONNX,
     output_format=ONNX,
@@ -34,26 +31,21 @@ _QUANTIZED_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteg
 
 
 def run(ctx: StepContext) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import quantize_dynamic
 
     cfg = ctx.config
     src = ctx.model_dir / onnxmeta.MODEL_FILE
     dst = ctx.out_dir / onnxmeta.MODEL_FILE
-    weight_type = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}[cfg["weight_type"]]
-    ctx.log(f"quantizing ({cfg['weight_type']}, per_channel={cfg['per_channel']}, "
-            f"reduce_range={cfg['reduce_range']})")
+    ctx.log(f"quantizing ({cfg.weight_type}, per_channel={cfg.per_channel}, reduce_range={cfg.reduce_range})")
     with onnxmeta.quiet_root_logger():
         quantize_dynamic(
             src, dst,
-            op_types_to_quantize=list(cfg["op_types"]) or None,
-            per_channel=cfg["per_channel"],
-            reduce_range=cfg["reduce_range"],
-            weight_type=weight_type,
-            nodes_to_exclude=list(cfg["nodes_to_exclude"]) or None,
-            # Fused contrib ops (Attention, SkipLayerNormalization...) carry no type info the
-            # quantizer can infer; without a default it fails on an ORT-optimized model.
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            op_types_to_quantize=list(cfg.op_types) or None,
+            per_channel=cfg.per_channel,
+            reduce_range=cfg.reduce_range,
+            weight_type=q.quant_type(cfg.weight_type),
+            nodes_to_exclude=list(cfg.nodes_to_exclude) or None,
+            extra_options=q.extra_options(),
         )
     onnxmeta.carry_over(src, dst)
     onnxmeta.check(dst)

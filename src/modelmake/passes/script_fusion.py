@@ -23,9 +23,9 @@ ATTENTION_LEVELS = ("attention", "mha", "none")
 
 PASS = Pass(
     type="onnxscript-fusion",
-    summary="Optimize a dynamo-exported graph with onnxscript and fuse it into ORT contrib ops "
-            "(Attention, SkipLayerNorm, BiasGelu). Use it after onnx-export with exporter = 'dynamo'; "
-            "after the torchscript exporter use ort-fusion, which fuses attention there and this pass does not",
+    summary="Optimize a dynamo-exported graph with onnxscript and fuse it into ORT contrib ops",
+    notes=("It fuses Attention, SkipLayerNorm and BiasGelu. Use it after onnx-export with exporter = 'dynamo'; "
+           "after the torchscript exporter use ort-fusion, which fuses attention there and this pass does not."),
     fields=(
         Field("fusions", "bool", True,
               "apply onnxscript's ORT transformer fusions (its optimize_for_ort); false runs only the generic "
@@ -138,9 +138,9 @@ def run(ctx: StepContext) -> None:
     cfg = ctx.config
     src = ctx.model_dir / onnxmeta.MODEL_FILE
     dst = ctx.out_dir / onnxmeta.MODEL_FILE
-    attention = cfg.get("attention", "attention")
-    ctx.log("optimizing with onnxscript" + (f", fusing for ORT (attention: {attention})" if cfg["fusions"] else ""))
-    optimize_file(src, dst, cfg["fusions"], attention)
+    attention = cfg.attention or "attention"   # None when fusions = false, where it is not used
+    ctx.log("optimizing with onnxscript" + (f", fusing for ORT (attention: {attention})" if cfg.fusions else ""))
+    optimize_file(src, dst, cfg.fusions, attention)
     onnxmeta.carry_over(src, dst)
     onnxmeta.check(dst)
     before, after = onnxmeta.op_counts(src), onnxmeta.op_counts(dst)
@@ -148,6 +148,6 @@ def run(ctx: StepContext) -> None:
     made = {k: v for k, v in after.items() if k in contrib and v > before.get(k, 0)}
     ctx.log(f"nodes: {sum(before.values())} -> {sum(after.values())}; fused: "
             + (", ".join(f"{k}={v}" for k, v in made.items()) or "nothing"))
-    if cfg["fusions"] and attention != "none" and not {"Attention", "MultiHeadAttention"} & set(made):
+    if cfg.fusions and attention != "none" and not {"Attention", "MultiHeadAttention"} & set(made):
         ctx.log("warning: no attention was fused; these fusions recognise the dynamo exporter's graph "
                 "(after exporter = 'torchscript' use ort-fusion)")

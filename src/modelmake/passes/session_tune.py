@@ -15,7 +15,7 @@ import itertools
 import json
 
 from modelmake.runtime import onnxmeta
-from modelmake.passes.base import ONNX, Field, Pass, StepContext
+from modelmake.passes.base import ONNX, Field, Pass, PassConfig, StepContext
 from modelmake.core.progress import bar
 
 SESSION_OPTIONS = onnxmeta.PREFIX + "session_options"
@@ -30,17 +30,17 @@ PASS = Pass(
     type="session-tune",
     summary="Time ORT session settings (threads, execution mode, graph level) on this host; record the fastest",
     fields=(
-        Field("intra_op_threads", "list[str]", ["1", "2"],
-              "intra-op thread counts to try, as integer strings; '0' = ORT's default (one per physical core)"),
-        Field("inter_op_threads", "list[str]", ["1"],
-              "inter-op thread counts to try, as integer strings (only the parallel execution mode uses them); "
-              "'0' = ORT's default"),
+        Field("intra_op_threads", "list[int]", [1, 2],
+              "intra-op thread counts to try; 0 = ORT's default (one per physical core)", min=0, min_items=1),
+        Field("inter_op_threads", "list[int]", [1],
+              "inter-op thread counts to try (only the parallel execution mode uses them); 0 = ORT's default",
+              min=0, min_items=1),
         Field("execution_modes", "list[str]", ["sequential"],
               "execution modes to try: 'sequential' and/or 'parallel' (independent nodes run concurrently)",
-              choices=tuple(EXECUTION_MODES)),
+              choices=tuple(EXECUTION_MODES), min_items=1),
         Field("graph_levels", "list[str]", ["all"],
               "ORT graph optimization levels to try: any of 'basic', 'extended', 'all'",
-              choices=tuple(GRAPH_LEVELS)),
+              choices=tuple(GRAPH_LEVELS), min_items=1),
         Field("batch", "int", 1, "rows per timed run", min=1),
         Field("sequence", "int", 128, "tokens per row in timed runs (a fixed sentence repeated to this length)",
               min=1, max=4096),
@@ -62,35 +62,11 @@ PASS = Pass(
 )
 
 
-def _threads(key: str, values: list[str]) -> list[int]:
-    if not values:
-        raise ValueError(f"{key}: needs at least one thread count")
-    out = []
-    for v in values:
-        if not (v.isascii() and v.isdigit()):
-            raise ValueError(f"{key}: expected thread counts as integer strings >= 0 (e.g. '2'), got {v!r}")
-        out.append(int(v))
-    return list(dict.fromkeys(out))
-
-
-def _names(key: str, values: list[str], known: dict[str, str]) -> list[str]:
-    if not values:
-        raise ValueError(f"{key}: needs at least one of {', '.join(map(repr, known))}")
-    for v in values:
-        if v not in known:
-            raise ValueError(f"{key}: expected any of {', '.join(map(repr, known))}, got {v!r}")
-    return list(dict.fromkeys(values))
-
-
-def candidates(config: dict) -> list[dict]:
-    """Every combination of the config's lists, as session settings in ORT's enum names.
-
-    Raises ValueError (one line naming the key) for a value the recipe's type check cannot catch.
-    """
-    intra = _threads("intra_op_threads", config["intra_op_threads"])
-    inter = _threads("inter_op_threads", config["inter_op_threads"])
-    modes = _names("execution_modes", config["execution_modes"], EXECUTION_MODES)
-    levels = _names("graph_levels", config["graph_levels"], GRAPH_LEVELS)
+def candidates(config: PassConfig) -> list[dict]:
+    """Every combination of the config's lists (each value once), as session settings in ORT's
+    enum names. The recipe check has made sure each list holds at least one valid value."""
+    intra, inter, modes, levels = (list(dict.fromkeys(values)) for values in (
+        config.intra_op_threads, config.inter_op_threads, config.execution_modes, config.graph_levels))
     grid = []
     for mode, level, a, e in itertools.product(modes, levels, intra, inter):
         if mode == "sequential" and e != inter[0]:
@@ -172,29 +148,29 @@ def run(ctx: StepContext) -> None:
     dst = ctx.out_dir / onnxmeta.MODEL_FILE
     words = SENTENCE.split()
     # Enough words that truncation, not padding, sets the length: every position is a real token.
-    text = " ".join(words[i % len(words)] for i in range(cfg["sequence"]))
-    encoded = textenc.encode(ctx.tokenizer_dir, [text] * cfg["batch"], max_length=cfg["sequence"],
-                             pad_to=cfg["sequence"])
+    text = " ".join(words[i % len(words)] for i in range(cfg.sequence))
+    encoded = textenc.encode(ctx.tokenizer_dir, [text] * cfg.batch, max_length=cfg.sequence,
+                             pad_to=cfg.sequence)
 
     def feeds_of(session) -> dict:
         return {i.name: encoded[i.name] for i in session.get_inputs()}
 
-    rounds = min(cfg["rounds"], cfg["runs"])
-    share, extra = divmod(cfg["runs"], rounds)
-    ctx.log(f"timing {len(grid)} candidates at batch {cfg['batch']} x sequence {cfg['sequence']}, "
-            f"{cfg['runs']} runs each over {rounds} rounds")
+    rounds = min(cfg.rounds, cfg.runs)
+    share, extra = divmod(cfg.runs, rounds)
+    ctx.log(f"timing {len(grid)} candidates at batch {cfg.batch} x sequence {cfg.sequence}, "
+            f"{cfg.runs} runs each over {rounds} rounds")
     times: list[list[float]] = [[] for _ in grid]
     with bar("session-tune", rounds * len(grid)) as progress:
         for r in range(rounds):
             # alternate the order so a steady drift in host load favours no end of the grid
             order = range(len(grid)) if r % 2 == 0 else reversed(range(len(grid)))
             for i in order:
-                times[i] += _time(src, grid[i], feeds_of, cfg["warmup"], share + (r < extra))
+                times[i] += _time(src, grid[i], feeds_of, cfg.warmup, share + (r < extra))
                 progress.advance()
     for c, t in zip(grid, times):
         c.update(_stats(t))
     # min() keeps the first of equal times, so ties go to the earlier (usually cheaper) candidate
-    best = min(grid, key=lambda c: c[cfg["metric"]])
+    best = min(grid, key=lambda c: c[cfg.metric])
     ctx.log("intra inter mode       level     p50 ms   p90 ms  mean ms")
     for c in grid:
         mark = "  <- best" if c is best else ""
@@ -202,15 +178,15 @@ def run(ctx: StepContext) -> None:
 
     record = {k: best[k] for k in SETTINGS}
     record["measured"] = {
-        "metric": cfg["metric"], "batch": cfg["batch"], "sequence": cfg["sequence"],
-        "warmup": cfg["warmup"], "runs": cfg["runs"], "rounds": rounds, "host": host_fingerprint(),
+        "metric": cfg.metric, "batch": cfg.batch, "sequence": cfg.sequence,
+        "warmup": cfg.warmup, "runs": cfg.runs, "rounds": rounds, "host": host_fingerprint(),
         "candidates": [{k: round(v, 4) if isinstance(v, float) else v for k, v in c.items()} for c in grid],
     }
     model = onnx.load(str(src))
     onnxmeta.set_props(model, {SESSION_OPTIONS: json.dumps(record, sort_keys=True, separators=(",", ":"))})
     onnx.save(model, str(dst))
     onnxmeta.check(dst)
-    worst = max(grid, key=lambda c: c[cfg["metric"]])
-    ctx.log(f"best by {cfg['metric']}: intra {best['intra_op_num_threads']}, inter "
+    worst = max(grid, key=lambda c: c[cfg.metric])
+    ctx.log(f"best by {cfg.metric}: intra {best['intra_op_num_threads']}, inter "
             f"{best['inter_op_num_threads']}, {best['execution_mode']}, {best['graph_optimization_level']}: "
-            f"{best[cfg['metric']]:.2f} ms (slowest candidate {worst[cfg['metric']]:.2f} ms)")
+            f"{best[cfg.metric]:.2f} ms (slowest candidate {worst[cfg.metric]:.2f} ms)")

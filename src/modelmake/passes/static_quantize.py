@@ -1,16 +1,17 @@
 """ONNX -> ONNX static int8 quantization: activation ranges calibrated on texts from a dataset."""
 from __future__ import annotations
 
-from modelmake.runtime import onnxmeta
+from modelmake.passes import quant_common as q
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
+from modelmake.runtime import onnxmeta
 
 PASS = Pass(
     type="static-int8",
-    summary=("Quantize weights and activations to int8 with ORT static quantization, activation "
-             "ranges calibrated on the train split of a dataset. It runs after onnx-export or after "
-             "ort-fusion, but ORT has no static int8 form of a fused Attention, which stays fp32; on "
-             "MiniLM it did best right after onnx-export with op_types = ['MatMul', 'Gemm', 'Gather'] "
-             "(the default op set lost 11 points of accuracy; measurements in docs/quantization.md)"),
+    summary="Quantize weights and activations to int8 with ORT static quantization, calibrated on a dataset",
+    notes=("Activation ranges come from texts of the dataset's train split. It runs after onnx-export or "
+           "after ort-fusion, but ORT has no static int8 form of a fused Attention, which stays fp32; on "
+           "MiniLM it did best right after onnx-export with op_types = ['MatMul', 'Gemm', 'Gather'] "
+           "(the default op set lost 11 points of accuracy; measurements in docs/quantization.md)."),
     fields=(
         Field("data", "dataset", None,
               "dataset whose train split supplies the calibration texts", required=True),
@@ -29,18 +30,14 @@ PASS = Pass(
               "how activation ranges come from the calibration values", choices=("minmax", "entropy", "percentile")),
         Field("percentile", "float", 99.999,
               "percentile of absolute activation values kept in range; used only by method 'percentile'", min=90.0, max=100.0),
-        Field("per_channel", "bool", True, "one weight scale per output channel instead of per tensor"),
+        q.per_channel(),
         Field("activation_type", "str", "quint8",
               "integer type of the quantized activations; ORT's x86 int8 kernels take uint8 "
               "activations, and with qint8 it left most MatMuls in float there (slower than fp32)",
               choices=("quint8", "qint8")),
-        Field("weight_type", "str", "qint8", "integer type of the quantized weights",
-              choices=("qint8", "quint8")),
-        Field("op_types", "list[str]", [],
-              "ONNX op types to quantize, e.g. ['MatMul', 'Attention']; empty = ORT's default set "
-              "(also Add, Mul, Softmax, Gather..., which costs accuracy on BERT)"),
-        Field("nodes_to_exclude", "list[str]", [],
-              "node names to keep in float (e.g. a sensitive classifier MatMul)"),
+        q.weight_type(),
+        q.op_types("ORT's default set (also Add, Mul, Softmax, Gather..., which costs accuracy on BERT)"),
+        q.nodes_to_exclude(),
     ),
     input_format=ONNX,
     output_format=ONNX,
@@ -91,16 +88,16 @@ def calibration_batches(ctx: StepContext, inputs: list[str]) -> list[dict]:
     cfg = ctx.config
     if ctx.tokenizer_dir is None:
         raise ValueError("static-int8 needs the tokenizer of the model (no tokenizer folder was given)")
-    rows = ctx.datasets[cfg["data"]].train
+    rows = ctx.datasets[cfg.data].train
     if not rows:
-        raise ValueError(f"dataset '{cfg['data']}' has no train rows to calibrate on")
-    texts = [t for t, _ in select_rows(rows, cfg["samples"], cfg["seed"])]
+        raise ValueError(f"dataset '{cfg.data}' has no train rows to calibrate on")
+    texts = [t for t, _ in select_rows(rows, cfg.samples, cfg.seed)]
     # ORT's entropy and percentile calibrators stack each tensor's values across batches, which
     # fails on ragged shapes; so every batch is padded to the longest calibration text.
-    longest = max(len(e.ids) for e in textenc.load(ctx.tokenizer_dir, cfg["max_length"]).encode_batch(texts))
-    tok = textenc.load(ctx.tokenizer_dir, cfg["max_length"], pad_to=longest)
-    size = min(cfg["batch_size"], len(texts))
-    if cfg["method"] != "minmax":
+    longest = max(len(e.ids) for e in textenc.load(ctx.tokenizer_dir, cfg.max_length).encode_batch(texts))
+    tok = textenc.load(ctx.tokenizer_dir, cfg.max_length, pad_to=longest)
+    size = min(cfg.batch_size, len(texts))
+    if cfg.method != "minmax":
         # For the same reason their batches must all be the same size, so a smaller divisor of the
         # number of texts is used; the rows' activations do not depend on the batch they are in.
         size = max(d for d in range(1, size + 1) if len(texts) % d == 0)
@@ -159,39 +156,33 @@ def _unshare_initializers(graph) -> None:
 
 
 def run(ctx: StepContext) -> None:
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
     from modelmake.core.progress import bar
 
     cfg = ctx.config
     src = ctx.model_dir / onnxmeta.MODEL_FILE
     dst = ctx.out_dir / onnxmeta.MODEL_FILE
-    qtype = {"qint8": QuantType.QInt8, "quint8": QuantType.QUInt8}
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[cfg["method"]]
+              "percentile": CalibrationMethod.Percentile}[cfg.method]
     batches = calibration_batches(ctx, _graph_inputs(src))
     n_texts = sum(len(next(iter(b.values()))) for b in batches)
-    ctx.log(f"calibrating on {n_texts} texts of '{cfg['data']}' ({cfg['method']}), "
-            f"quantizing {cfg['format']} (activations {cfg['activation_type']}, weights {cfg['weight_type']}, "
-            f"per_channel={cfg['per_channel']})")
-    extra = {
-        # Fused contrib ops (Attention, SkipLayerNormalization...) carry no type info the
-        # quantizer can infer; without a default it fails on an ORT-optimized model.
-        "DefaultTensorType": onnx.TensorProto.FLOAT,
-    }
-    if cfg["method"] == "percentile":
-        extra["CalibPercentile"] = cfg["percentile"]
+    ctx.log(f"calibrating on {n_texts} texts of '{cfg.data}' ({cfg.method}), "
+            f"quantizing {cfg.format} (activations {cfg.activation_type}, weights {cfg.weight_type}, "
+            f"per_channel={cfg.per_channel})")
+    extra = q.extra_options()
+    if cfg.method == "percentile":
+        extra["CalibPercentile"] = cfg.percentile
     with onnxmeta.quiet_root_logger():
         with bar("calibrate", len(batches)) as progress:
             quantize_static(
-                prepared_model(src, unshare=cfg["format"] == "qoperator"), dst, _reader(batches, progress),
-                quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[cfg["format"]],
-                op_types_to_quantize=list(cfg["op_types"]) or None,
-                per_channel=cfg["per_channel"],
-                activation_type=qtype[cfg["activation_type"]],
-                weight_type=qtype[cfg["weight_type"]],
-                nodes_to_exclude=list(cfg["nodes_to_exclude"]) or None,
+                prepared_model(src, unshare=cfg.format == "qoperator"), dst, _reader(batches, progress),
+                quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[cfg.format],
+                op_types_to_quantize=list(cfg.op_types) or None,
+                per_channel=cfg.per_channel,
+                activation_type=q.quant_type(cfg.activation_type),
+                weight_type=q.quant_type(cfg.weight_type),
+                nodes_to_exclude=list(cfg.nodes_to_exclude) or None,
                 calibrate_method=method,
                 calibration_providers=["CPUExecutionProvider"],
                 extra_options=extra,
