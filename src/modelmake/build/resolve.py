@@ -15,6 +15,11 @@ resolved chain by chain from the sources (whose keys come from their specs alone
 When an input cannot be known (nothing upstream was built), the task's key is None and
 `unknown` says which task has to be built first. Nothing here imports an ML library.
 
+Given a store with a remote, a result missing here but held by the remote gives its content from
+the remote's entry (nothing is downloaded), and an evaluation's metrics.json (which a package key
+needs) is downloaded into the store: `modelmake remote status` and `modelmake pull` resolve the
+keys of a fresh clone that way.
+
     from modelmake.build.resolve import load_tasks, resolve
     project, tasks = load_tasks(root)
     res = resolve(project, tasks)          # {task name: Resolution}
@@ -32,7 +37,7 @@ from modelmake.build import keys, records, targets
 from modelmake.build.graph import Project, compile_tasks, find_project
 from modelmake.store import Store
 
-STORE, ARTIFACTS = "store", "artifacts"  # where an input's content was found
+STORE, ARTIFACTS, REMOTE = "store", "artifacts", "remote"  # where an input's content was found
 
 
 @dataclass
@@ -43,7 +48,7 @@ class Resolution:
     in_store: bool = False         # the result's object(s) exist in the store (not verified here)
     unknown: str | None = None     # why the key cannot be computed yet (one line), else None
     inputs: dict[str, str | None] = field(default_factory=dict)   # role -> content digest
-    inputs_from: dict[str, str] = field(default_factory=dict)     # role -> STORE or ARTIFACTS
+    inputs_from: dict[str, str] = field(default_factory=dict)     # role -> STORE, ARTIFACTS or REMOTE
     items: dict[str, str] = field(default_factory=dict)           # sources: item ("model", "data.x") -> key
     content: dict[str, str] = field(default_factory=dict)         # output folder (spec path) -> content digest
     metrics_file: Path | None = None  # eval: metrics.json of this key's result, when it exists
@@ -157,7 +162,7 @@ class _Resolver:
 
     # -- what a task reads
     def content_of(self, folder: str) -> tuple[str | None, str, str]:
-        """(content digest or None, STORE/ARTIFACTS, why unknown) of a folder a task reads."""
+        """(content digest or None, STORE/ARTIFACTS/REMOTE, why unknown) of a folder a task reads."""
         where = self.producer.get(_norm(folder))
         if where is None:  # not produced by any task: whatever is on disk
             path = self.root / folder
@@ -172,6 +177,9 @@ class _Resolver:
             return self._object_content(key), STORE, ""
         if self._placed(self.specs[up.task], folder, key):
             return keys.folder_content(self.root / folder), ARTIFACTS, ""
+        manifest = self.store.remote_manifest(key)
+        if manifest is not None:
+            return digest.bytes_digest(digest.manifest_bytes(manifest)), REMOTE, ""
         return None, "", f"{up.task} is not built: no store object {key[:12]}, no intact {folder}"
 
     def metrics_of(self, path: str) -> tuple[Path | None, str]:
@@ -191,7 +199,11 @@ class _Resolver:
         obj = self.store.object_dir(key) / "metrics.json"
         if obj.is_file():
             return obj
-        return self.root / spec["out"] if self._placed(spec, spec["out"], key) else None
+        if self._placed(spec, spec["out"], key):
+            return self.root / spec["out"]
+        if self.store.remote is not None and self.store.restore(key, spec["task"]) is not None:
+            return obj
+        return None
 
     # -- helpers
     def _has(self, key: str) -> bool:

@@ -25,7 +25,7 @@ from modelmake.store import Store
 
 
 def _guarded(action: Callable[[dict, Store], dict | None], spec: dict) -> dict | TaskFailed:
-    store = Store(spec["store"])
+    store = Store(spec["store"], remote=spec.get("remote"))  # [remote]
     t0 = time.monotonic()
     try:
         result = action(spec, store) or {}

@@ -1,6 +1,6 @@
 """`modelmake`: doit with this project's tasks (no dodo.py needed), plus modelmake's own commands.
 
-`modelmake store|status|why|compare|report ...` run modelmake's commands; anything else is
+`modelmake store|status|why|compare|report|remote|push|pull ...` run modelmake's commands; anything else is
 handed to doit (`modelmake optimize:bert-int8`, `modelmake list`, ...). Each command module has
 `main(command, args) -> exit status` and is imported only when used, so `modelmake status` stays fast.
 """
@@ -16,6 +16,9 @@ COMMANDS = {
     "why": "modelmake.commands.status",         # why one task or recipe is (not) up to date
     "compare": "modelmake.commands.compare",     # metrics across recipes, or of a recipe across git revisions
     "report": "modelmake.commands.report",       # artifacts/report.html
+    "remote": "modelmake.commands.remote",       # status / clean of the shared remote store
+    "push": "modelmake.commands.remote",         # upload current results the remote lacks
+    "pull": "modelmake.commands.remote",         # download current results into the local store
 }
 
 
