@@ -456,7 +456,7 @@ def test_status_push_pull_and_clean(nginx, blank, tmp_path):
     states = _states(cli(b, "remote", "status", "--json", env=env))
     assert states["pass:tiny/quantize"] == "remote only" and states["package:tiny"] == "remote only", states
     res = cli(b, "pull", "tiny", env=env)
-    assert res.returncode == 0 and "pulled" in res.stdout and "0 are in neither store" in res.stdout, res.stdout
+    assert res.returncode == 0 and "pulled" in res.stdout and "0 in neither store" in res.stdout, res.stdout
     run = doit(b, "optimize:tiny")  # no remote configured: everything comes from the local store
     assert run.rc == 0 and run.built == [] and len(run.restored) == 8, run
 

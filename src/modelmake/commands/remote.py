@@ -141,8 +141,8 @@ def push(s: _Session) -> int:
             pushed += 1
         if s.remote.down or s.remote.uploads_off:
             raise _Stop(f"error: remote {s.remote.shown}: {s.remote.down or s.remote.uploads_off}", 1)
-    print(f"pushed {pushed} results to {s.remote.shown}; {there} were there already; "
-          f"{absent} current results are not in the local store (a build makes them)")
+    print(f"pushed {pushed} results to {s.remote.shown}; {there} already there; "
+          f"{absent} not in the local store (a build makes them)")
     return 0
 
 
@@ -157,8 +157,8 @@ def pull(s: _Session) -> int:
         else:
             absent += 1
         s.check()
-    print(f"pulled {pulled} results from {s.remote.shown}; {here} were here already; "
-          f"{absent + len(unknown)} are in neither store (a build computes them)")
+    print(f"pulled {pulled} results from {s.remote.shown}; {here} already here; "
+          f"{absent + len(unknown)} in neither store (a build computes them)")
     return 0
 
 

@@ -134,7 +134,7 @@ class HttpBackend(Backend):
         if resp.status == 404:
             self._read_all(resp)
             return None
-        if (listing or delete) and resp.status in (403, 405, 501):
+        if (listing or delete) and resp.status in (400, 403, 405, 501):
             self._read_all(resp)
             what = "list" if listing else "delete"
             raise Unsupported(f"the server does not {what} {self.shown}/{rel} (HTTP {resp.status})")

@@ -89,6 +89,9 @@ def download(remote: Remote, key: str, into: Path, label: str) -> tuple[Entry | 
     except (EntryError, Damaged) as e:
         say(f"  {label}: the remote's copy of {key[:12]} is damaged ({e}); not using it")
         return None, True
+    except OSError as e:  # writing here failed (a full disk): the build says what it makes of that
+        say(f"  {label}: could not restore the remote's copy of {key[:12]} ({e.strerror or e}); building it")
+        return None, False
     say(f"  {label}: downloaded from remote ({_files(len(entry.files))}, {_size(entry.size)} "
         f"in {time.monotonic() - t0:.1f}s)")
     return entry, False
