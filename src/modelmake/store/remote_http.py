@@ -124,13 +124,18 @@ class HttpBackend(Backend):
     def _request(self, method: str, rel: str, headers: dict | None = None, listing: bool = False,
                  delete: bool = False) -> http.client.HTTPResponse | None:
         """The response to a request without a body, or None for 404. Raises RemoteError."""
-        try:
-            conn = self._connection()
-            conn.request(method, self._url(rel), headers={**self.headers, **(headers or {})})
-            resp = conn.getresponse()
-        except Exception as e:  # noqa: BLE001 - every way a request can fail becomes one reason
-            self.close()
-            raise _reason(e, self) from None
+        for fresh in (self._conn is None, True):
+            try:
+                conn = self._connection()
+                conn.request(method, self._url(rel), headers={**self.headers, **(headers or {})})
+                resp = conn.getresponse()
+                break
+            except Exception as e:  # noqa: BLE001 - every way a request can fail becomes one reason
+                self.close()
+                # a kept-alive connection the server has closed meanwhile (a long step since the
+                # last request): try a new one at once
+                if fresh or not isinstance(e, (http.client.HTTPException, ConnectionError)):
+                    raise _reason(e, self) from None
         if resp.status == 404:
             self._read_all(resp)
             return None
