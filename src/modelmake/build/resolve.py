@@ -207,7 +207,7 @@ class _Resolver:
 
     # -- helpers
     def _has(self, key: str) -> bool:
-        return (self.store.object_dir(key) / digest.MANIFEST).is_file()
+        return self.store.has(key)
 
     def _object_content(self, key: str) -> str:
         return keys.folder_content(self.store.object_dir(key))
