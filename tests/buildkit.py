@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import json
 import os
 import re
 import shutil
@@ -10,6 +11,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from modelmake.core import digest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -134,6 +137,8 @@ def started_line(task: str) -> str:
 def doit(project: Path, *args: str, env: dict | None = None, timeout: float = 600) -> Run:
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS / "plugins"), os.environ.get("PYTHONPATH", "")])}
     full_env.pop("MODELMAKE_STORE", None)
+    for var in ("MODELMAKE_REMOTE", "MODELMAKE_REMOTE_UPLOAD", "MODELMAKE_REMOTE_AUTHORIZATION"):
+        full_env.pop(var, None)  # a developer's own remote must not leak into tests
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, capture_output=True,
                           text=True, env=full_env, timeout=timeout)
@@ -156,6 +161,24 @@ def steps_of(project: Path) -> dict:
     from modelmake.build.project import find_project
 
     return {s.task: s for s in compile_steps(find_project(project))}
+HOST_DEPENDENT = ("latency_ms", "throughput_per_s", "threads", "runs", "speedup_x")
+
+
+def snapshot(project: Path) -> dict[str, str]:
+    """Digests of every deterministic artifact (timings are host- and moment-dependent)."""
+    art = project / "artifacts/tiny"
+    out = {}
+    for manifest in sorted((art / "steps").rglob(digest.MANIFEST)):
+        step = manifest.parent
+        assert not any(p.startswith(".mm-") for p in step.relative_to(art).parts), step
+        assert digest.verify_folder(step) is None, step
+        out[step.relative_to(art).as_posix()] = digest.bytes_digest(manifest.read_bytes())
+    for name in ("model.onnx", "package.zip"):
+        out[name] = digest.file_digest(art / name)
+    metrics = json.loads((art / "metrics.json").read_text())
+    portable = {k: v for k, v in metrics.items() if not any(h in k for h in HOST_DEPENDENT)}
+    out["metrics.json (portable part)"] = digest.key_of(portable)
+    return out
 
 
 def passes_built(run: Run) -> set[str]:

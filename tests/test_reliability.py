@@ -6,7 +6,6 @@ each test appends its counts there (quoted in docs/reliability.md).
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -18,28 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from buildkit import TESTS, doit, make_project, started_line, wipe_outputs
+from buildkit import TESTS, doit, make_project, snapshot, started_line, wipe_outputs
 from modelmake.core import digest
 from modelmake.store import Store
-
-HOST_DEPENDENT = ("latency_ms", "throughput_per_s", "threads", "runs", "speedup_x")
-
-
-def snapshot(project: Path) -> dict[str, str]:
-    """Digests of every deterministic artifact (timings are host- and moment-dependent)."""
-    art = project / "artifacts/tiny"
-    out = {}
-    for manifest in sorted((art / "steps").rglob(digest.MANIFEST)):
-        step = manifest.parent
-        assert not any(p.startswith(".mm-") for p in step.relative_to(art).parts), step
-        assert digest.verify_folder(step) is None, step
-        out[step.relative_to(art).as_posix()] = digest.bytes_digest(manifest.read_bytes())
-    for name in ("model.onnx", "package.zip"):
-        out[name] = digest.file_digest(art / name)
-    metrics = json.loads((art / "metrics.json").read_text())
-    portable = {k: v for k, v in metrics.items() if not any(h in k for h in HOST_DEPENDENT)}
-    out["metrics.json (portable part)"] = digest.key_of(portable)
-    return out
 
 
 def figure(name: str, value) -> None:

@@ -88,7 +88,8 @@ def _shown(project: Project, r: Recipe) -> str:
 def recipe_steps(project: Project, lay: Layout) -> list[Step]:
     """Every step of one recipe, in build order."""
     r = lay.recipe
-    common = {"recipe": r.name, "base": str(lay.base), "store": str(project.rel(project.store))}
+    common = {"recipe": r.name, "base": str(lay.base), "store": str(project.rel(project.store)),
+              "remote": project.remote}
     steps: list[Step] = []
     source = source_step(project, lay, common)
     if source is not None:

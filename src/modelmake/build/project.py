@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from modelmake.inputs.recipe import RecipeError
+from modelmake.store.remote import RemoteConfig, RemoteConfigError
+from modelmake.store.remote import configured as configured_remote
 
 
 @dataclass(frozen=True)
@@ -15,6 +17,7 @@ class Project:
     root: Path
     artifacts: Path
     store: Path
+    remote: RemoteConfig | None = None  # the shared remote store, if one is configured
 
     @property
     def recipes_dir(self) -> Path:
@@ -34,13 +37,30 @@ def find_project(root: Path) -> Project:
     root = Path(root).resolve()
     artifacts = root / "artifacts"
     store = os.environ.get("MODELMAKE_STORE") or _configured_store(root / "pyproject.toml")
-    return Project(root, artifacts, (root / store) if store else artifacts / ".store")
+    return Project(root, artifacts, (root / store) if store else artifacts / ".store",
+                   _configured_remote(root / "pyproject.toml"))
+
+
+def _configured_remote(pyproject: Path) -> RemoteConfig | None:
+    """$MODELMAKE_REMOTE or [tool.modelmake].remote, checked (errors name the variable or key)."""
+    try:
+        return configured_remote(os.environ, _tool_section(pyproject))
+    except RemoteConfigError as e:
+        raise RecipeError(e.where, e.key, e.message) from None
 
 
 def _configured_store(pyproject: Path) -> str | None:
     """[tool.modelmake].store of the project's pyproject.toml, if any (errors name the key)."""
+    store = _tool_section(pyproject).get("store")
+    if store is not None and (not isinstance(store, str) or not store.strip()):
+        raise RecipeError("pyproject.toml", "tool.modelmake.store", f"expected a non-empty path string, got {store!r}"[:200])
+    return store
+
+
+def _tool_section(pyproject: Path) -> dict:
+    """[tool.modelmake] of the project's pyproject.toml ({} without one; errors name the key)."""
     if not pyproject.is_file():
-        return None
+        return {}
     try:
         conf = tomllib.loads(pyproject.read_bytes().decode("utf-8-sig"))
     except UnicodeDecodeError as e:
@@ -51,7 +71,4 @@ def _configured_store(pyproject: Path) -> str | None:
     section = tool.get("modelmake", {}) if isinstance(tool, dict) else None
     if not isinstance(section, dict):
         raise RecipeError("pyproject.toml", "tool.modelmake", "expected a table")
-    store = section.get("store")
-    if store is not None and (not isinstance(store, str) or not store.strip()):
-        raise RecipeError("pyproject.toml", "tool.modelmake.store", f"expected a non-empty path string, got {store!r}"[:200])
-    return store
+    return section

@@ -15,6 +15,11 @@ resolved chain by chain from the sources (whose keys come from their specs alone
 When an input cannot be known (nothing upstream was built), the task's key is None and
 `unknown` says which task has to be built first. Nothing here imports an ML library.
 
+Given a store with a remote, a result missing here but held by the remote gives its content from
+the remote's entry (nothing is downloaded), and an evaluation's metrics.json (which a package key
+needs) is downloaded into the store: `modelmake remote status` and `modelmake pull` resolve the
+keys of a fresh clone that way.
+
     from modelmake.build.compile import load_steps
     from modelmake.build.resolve import resolve
     project, steps = load_steps(root)
@@ -139,6 +144,9 @@ class _Resolver:
             return self._object_content(key), ""
         if self._placed(self.specs[up.task], folder, key):
             return folder_content(self.root / folder), ""
+        manifest = self.store.remote_manifest(key)
+        if manifest is not None:
+            return digest.bytes_digest(digest.manifest_bytes(manifest)), ""
         return None, f"{up.task} is not built: no store object {key[:12]}, no intact {folder}"
 
     def metrics_of(self, path: str) -> tuple[Path | None, str]:
@@ -158,11 +166,15 @@ class _Resolver:
         obj = self.store.object_dir(key) / "metrics.json"
         if obj.is_file():
             return obj
-        return self.root / spec.out if self._placed(spec, spec.out, key) else None
+        if self._placed(spec, spec.out, key):
+            return self.root / spec.out
+        if self.store.remote is not None and self.store.restore(key, spec.task) is not None:
+            return obj
+        return None
 
     # -- helpers
     def _has(self, key: str) -> bool:
-        return (self.store.object_dir(key) / digest.MANIFEST).is_file()
+        return self.store.has(key)
 
     def _object_content(self, key: str) -> str:
         return folder_content(self.store.object_dir(key))

@@ -31,7 +31,7 @@ def run_step(step: Step):
 
 
 def _guarded(action: Callable[[Step, Store], dict | None], step: Step) -> dict | TaskFailed:
-    store = Store(step.store)
+    store = Store(step.store, remote=step.remote)
     t0 = time.monotonic()
     try:
         result = action(step, store) or {}

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from modelmake.core import digest
+from modelmake.store.remote import RemoteConfig
 
 Content = Callable[[str], str]  # folder path as written in a step -> that folder's content digest
 
@@ -37,6 +38,8 @@ class Step:
     recipe: str
     base: str          # artifacts/<recipe>: records/ and logs/ live below it
     store: str         # the store folder (relative to the project when inside it)
+    # the shared remote store, if any: where results come from and go to, never part of a key
+    remote: RemoteConfig | None = None
 
     @property
     def logs(self) -> str:

@@ -1,6 +1,6 @@
 """`modelmake`: doit with this project's tasks (no dodo.py needed), plus modelmake's own commands.
 
-`modelmake store|status|why|compare|report|schema ...` run modelmake's commands; anything else is
+`modelmake store|status|why|compare|report|schema|remote|push|pull ...` run modelmake's commands; anything else is
 handed to doit (`modelmake optimize:bert-int8`, `modelmake list`, ...). Each command module has
 `main(command, args) -> exit status` and is imported only when used, so `modelmake status` stays fast.
 """
@@ -17,6 +17,9 @@ COMMANDS = {
     "compare": "modelmake.commands.compare",     # metrics across recipes, or of a recipe across git revisions
     "report": "modelmake.commands.report",       # artifacts/report.html
     "schema": "modelmake.commands.schema",       # the JSON Schema of recipes, for editors
+    "remote": "modelmake.commands.remote",       # status / clean of the shared remote store
+    "push": "modelmake.commands.remote",         # upload current results the remote lacks
+    "pull": "modelmake.commands.remote",         # download current results into the local store
 }
 
 

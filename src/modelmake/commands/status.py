@@ -160,7 +160,7 @@ class Explainer:
             return v
         v.state = NEVER if absent else STALE
         v.reasons = changes + problems
-        missing = [k for k in current if not (self.store.object_dir(k) / digest.MANIFEST).is_file()]
+        missing = [k for k in current if not self.store.has(k)]
         if missing:
             verb = "fetches" if isinstance(spec, SourceStep) else "computes" if absent else "recomputes"
             v.reasons.append(f"not in the store (key {', '.join(k[:12] for k in missing)}): a build {verb} it")

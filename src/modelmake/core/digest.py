@@ -32,8 +32,13 @@ def key_of(obj: Any) -> str:
     return bytes_digest(canonical(obj))
 
 
+def hasher() -> "xxhash.xxh3_128":
+    """An incremental content digest (update(bytes), hexdigest()): equal to file_digest of the bytes fed."""
+    return xxhash.xxh3_128()
+
+
 def file_digest(path: Path | str) -> str:
-    h = xxhash.xxh3_128()
+    h = hasher()
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             h.update(chunk)

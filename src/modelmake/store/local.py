@@ -4,6 +4,10 @@ Objects are built in a private temp folder, manifested, made read-only and renam
 so an object either exists complete or not at all. A per-key lock makes concurrent processes
 (doit -n 2, two checkouts sharing a store) wait for each other instead of building one key twice.
 Every object is verified against its manifest before it is used; a damaged one is discarded.
+
+With a remote (remote.py), a local miss asks the remote: its result is downloaded into a temp
+folder, verified, and published here like a built one; a result built here is uploaded after it
+is published. Both happen under the key's lock, and neither ever fails a build.
 """
 from __future__ import annotations
 
@@ -22,12 +26,15 @@ from modelmake.core import digest
 from modelmake.core.faults import kill_point
 from modelmake.core.files import atomic_file, fsync, fsync_dir, rmtree, write_durably
 from modelmake.core.progress import say
+from modelmake.store import remote_transfer
+from modelmake.store.remote import Remote, RemoteConfig, remote_for
 
 
 class Store:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, remote: RemoteConfig | None = None):
         self.root = Path(root)
         self.used: list[str] = []  # keys this process asked for (recorded so gc knows what is live)
+        self.remote: Remote | None = remote_for(remote) if remote is not None else None
 
     # -- layout
     def object_dir(self, key: str) -> Path:
@@ -80,6 +87,10 @@ class Store:
         self.discard(key)
         return None
 
+    def has(self, key: str) -> bool:
+        """The store holds an object for key (not verified: lookup verifies)."""
+        return (self.object_dir(key) / digest.MANIFEST).is_file()
+
     def discard(self, key: str) -> None:
         obj = self.object_dir(key)
         trash = self.root / "tmp" / f"discard.{key}.{uuid.uuid4().hex[:8]}"
@@ -91,9 +102,10 @@ class Store:
         rmtree(trash)
 
     # -- writes
-    def publish(self, key: str, folder: Path) -> Path:
-        """Move a fully built folder into the store under key (atomic rename)."""
-        manifest = digest.folder_manifest(folder)
+    def publish(self, key: str, folder: Path, manifest: dict | None = None) -> Path:
+        """Move a fully built folder into the store under key (atomic rename). `manifest`, when
+        given, has been verified against the folder's files already (a download)."""
+        manifest = manifest if manifest is not None else digest.folder_manifest(folder)
         write_durably(folder / digest.MANIFEST, digest.manifest_bytes(manifest))
         for rel in manifest["files"]:
             fsync(folder / rel)
@@ -107,10 +119,13 @@ class Store:
         return obj
 
     def get_or_build(self, key: str, build: Callable[[Path], None], label: str) -> tuple[Path, bool]:
-        """Return (object folder, built?) — restored from the store when it holds the key."""
+        """Return (object folder, built?) — restored from the store (or its remote) when it holds the key."""
         self.used.append(key)
         with self.lock(key, label):
             obj = self.lookup(key, label)
+            if obj is not None:
+                return obj, False
+            obj, damaged = self._download(key, label)
             if obj is not None:
                 return obj, False
             scratch = self._scratch(key[:16])
@@ -120,10 +135,51 @@ class Store:
                 seconds = time.monotonic() - t0
                 obj = self.publish(key, scratch)
                 self._write_meta(key, {"build_seconds": round(seconds, 3), "built_at": _now()})
-                return obj, True
             finally:
                 if scratch.exists():
                     rmtree(scratch)
+            if self.remote is not None:  # after publishing: a failed build never reaches the remote
+                remote_transfer.upload(self.remote, key, obj, self.meta(key), label, force=damaged)
+            return obj, True
+
+    # -- the remote
+    def restore(self, key: str, label: str) -> Path | None:
+        """The verified object for key, from this store or else downloaded from the remote."""
+        with self.lock(key, label):
+            return self.lookup(key, label) or self._download(key, label)[0]
+
+    def upload(self, key: str, label: str) -> bool | None:
+        """Put this store's object for key on the remote: True once there, None when this store
+        does not hold it, False when the remote cannot take it (said in one line)."""
+        if self.remote is None:
+            return False
+        with self.lock(key, label):
+            obj = self.lookup(key, label)
+            if obj is None:
+                return None
+            return remote_transfer.upload(self.remote, key, obj, self.meta(key), label)
+
+    def remote_manifest(self, key: str) -> dict | None:
+        """The manifest of the remote's result for key, read from its entry (nothing downloaded)."""
+        return remote_transfer.remote_manifest(self.remote, key) if self.remote is not None else None
+
+    def _download(self, key: str, label: str) -> tuple[Path | None, bool]:
+        """(object, damaged): the remote's result published here, or None (damaged: the remote's
+        copy is unusable and should be replaced)."""
+        if self.remote is None or not self.remote.usable:
+            return None, False
+        scratch = self._scratch(f"remote.{key[:16]}")
+        try:
+            entry, damaged = remote_transfer.download(self.remote, key, scratch, label)
+            if entry is None:
+                return None, damaged
+            obj = self.publish(key, scratch, entry.manifest())
+            if entry.meta:
+                self._write_meta(key, entry.meta)
+            return obj, False
+        finally:
+            if scratch.exists():
+                rmtree(scratch)
 
     def _write_meta(self, key: str, meta: dict) -> None:
         try:

@@ -1,0 +1,146 @@
+"""A real nginx for remote-store tests: Debian's package, started on 127.0.0.1 on a free port with
+a config written here (WebDAV PUT/DELETE, JSON listings, a read-only, a denied and a password
+location), run as the current user, stopped by the fixture. Plus helpers that read the server's
+disk the way a user inspecting the cache would."""
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from modelmake.store.remote_entry import EntryError, decode
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+USER, PASSWORD = "builder", "s3cret-Passw0rd"
+
+CONFIG = """\
+daemon off;
+worker_processes 1;
+{user}
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 128; }}
+http {{
+  access_log {root}/access.log;
+  client_body_temp_path {root}/tmp/body;
+  proxy_temp_path {root}/tmp/proxy;
+  fastcgi_temp_path {root}/tmp/fastcgi;
+  uwsgi_temp_path {root}/tmp/uwsgi;
+  scgi_temp_path {root}/tmp/scgi;
+  client_max_body_size 0;
+  server {{
+    listen 127.0.0.1:{port};
+    root {root}/www;
+    location /cache/ {{
+      dav_methods PUT DELETE;
+      create_full_put_path on;
+      dav_access user:rw group:r all:r;
+      autoindex on;
+      autoindex_format json;
+    }}
+    location /readonly/ {{
+      limit_except GET HEAD {{ deny all; }}
+    }}
+    location /denied/ {{
+      deny all;
+    }}
+    location /auth/ {{
+      auth_basic "cache";
+      auth_basic_user_file {root}/htpasswd;
+      dav_methods PUT DELETE;
+      create_full_put_path on;
+    }}
+  }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx_version() -> str:
+    out = subprocess.run([NGINX, "-v"], capture_output=True, text=True)
+    return (out.stderr or out.stdout).strip().split("/")[-1]
+
+
+class Nginx:
+    def __init__(self, root: Path):
+        self.root, self.port = root, free_port()
+        self.www = root / "www"
+        self.proc: subprocess.Popen | None = None
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{path.strip('/')}"
+
+    def disk(self, path: str) -> Path:
+        """Where the server keeps what is under /<path>."""
+        return self.www / path.strip("/")
+
+    def start(self) -> "Nginx":
+        for d in ("www/cache", "www/readonly", "www/denied", "www/auth", "tmp"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        (self.root / "htpasswd").write_text(f"{USER}:{{PLAIN}}{PASSWORD}\n")
+        # as root nginx would hand the workers to `nobody`; keep them this user's, like the files
+        user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
+        conf = self.root / "nginx.conf"
+        conf.write_text(CONFIG.format(root=self.root, port=self.port, user=user))
+        self.proc = subprocess.Popen([NGINX, "-p", str(self.root), "-c", str(conf), "-e", str(self.root / "error.log")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nginx exited: {self.proc.stderr.read().decode()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("nginx did not start listening within 15 s")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGQUIT)  # graceful: finish requests, remove the pid file
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def entries(folder: Path) -> dict[str, bytes]:
+    """name -> bytes of every action-cache entry under a remote's folder on disk."""
+    ac = folder / "ac"
+    return {p.name: p.read_bytes() for p in sorted(ac.iterdir())} if ac.is_dir() else {}
+
+
+def check_remote(folder: Path) -> list[str]:
+    """Problems of a remote's content on disk: every entry decodes and every blob it lists is
+    there, whole, with the sha256 its name says."""
+    problems = []
+    for name, data in entries(folder).items():
+        try:
+            entry = decode(data)
+        except EntryError as e:
+            problems.append(f"ac/{name}: {e}")
+            continue
+        for f in entry.files:
+            blob = folder / "cas" / f.sha256
+            if not blob.is_file():
+                problems.append(f"ac/{name}: {f.path}: no blob")
+            elif hashlib.sha256(blob.read_bytes()).hexdigest() != f.sha256 or blob.stat().st_size != f.size:
+                problems.append(f"ac/{name}: {f.path}: blob damaged")
+    for blob in (folder / "cas").iterdir() if (folder / "cas").is_dir() else []:
+        if hashlib.sha256(blob.read_bytes()).hexdigest() != blob.name:
+            problems.append(f"cas/{blob.name}: content does not match its name")
+    return problems
