@@ -22,6 +22,7 @@ from pathlib import Path
 from modelmake.core import digest
 from modelmake.build import keys, records, targets
 from modelmake.build.resolve import Resolution, load_tasks, resolve, spec_of
+from modelmake.metrics.catalogue import PORTABLE
 from modelmake.store import Store
 
 UP_TO_DATE, RESTORABLE, STALE, NEVER = "up to date", "restorable", "stale", "never built"
@@ -211,7 +212,7 @@ class Explainer:
                     for i in changed] or ["its sources changed"]
         if kind == "package" and spec.get("metrics"):
             maker = self.producer.get(os.path.normpath(spec["metrics"]), spec["metrics"])
-            return [f"the metrics it carries ({', '.join(keys.PORTABLE)}, made by {maker}) changed"]
+            return [f"the metrics it carries ({', '.join(PORTABLE)}, made by {maker}) changed"]
         if res.key is None:
             return [res.unknown or "its key cannot be known yet"]
         return [f"its key changed: {str(record.get('key'))[:12]} -> {res.key[:12]}"]
