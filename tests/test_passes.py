@@ -331,6 +331,47 @@ def test_evaluate_functions(fused, tiny, reviews):
     assert host["cpu"] and host["cores"] >= 1 and host["onnxruntime"] != "not-installed" and host["machine"]
 
 
+def data_order_logits(model: Path, tokenizer: Path, texts: list[str], batch_size: int) -> np.ndarray:
+    """Logits as evaluation batched before it sorted by length: texts in data order, each batch
+    padded to its longest text."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    tok, out = textenc.load(tokenizer, 128), []
+    for start in range(0, len(texts), batch_size):
+        enc = textenc.encode_with(tok, texts[start:start + batch_size])
+        out.append(session.run(None, {i.name: enc[i.name] for i in session.get_inputs()})[0])
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("step", ["exported", "fused"])
+def test_length_sorted_batches_give_the_data_order_results_with_less_padding(step, request, tiny, reviews):
+    from modelmake.runtime import batches
+
+    model = request.getfixturevalue(step) / "model.onnx"
+    texts = reviews.texts("train") + reviews.texts("test") + TEXTS
+    labels = reviews.targets("train") + reviews.targets("test") + [1, 0, 0, 1, 1]
+    before = data_order_logits(model, tiny, texts, batch_size=8)
+    predictions = before.argmax(axis=-1).tolist()
+
+    assert evaluate.predict(model, tiny, texts, batch_size=8) == (predictions, 2)
+    quality = evaluate.measure_quality(model, tiny, texts, labels, batch_size=8)
+    assert quality["accuracy"] == sum(p == y for p, y in zip(predictions, labels)) / len(texts)
+    assert quality["f1"] == evaluate.f1_score(labels, predictions, 2)
+    # the similarity pass reads the same rows, in the texts' order
+    rows = evaluate.model_outputs(model, tiny, texts, "text-classification", batch_size=8)
+    assert np.allclose(rows, before, rtol=0, atol=1e-6)
+
+    lengths = batches.token_counts(textenc.load(tiny, 128), texts)
+    sorted_plan = batches.length_batches(lengths, 8)
+    data_plan = [list(range(i, min(i + 8, len(texts)))) for i in range(0, len(texts), 8)]
+
+    def padded(plan):
+        return sum(len(b) * max(lengths[i] for i in b) for b in plan) - sum(lengths)
+    assert sorted(i for b in sorted_plan for i in b) == list(range(len(texts)))
+    assert padded(sorted_plan) < padded(data_plan) / 2
+
+
 # --- package ---------------------------------------------------------------------------------
 
 def test_package_is_reproducible_and_runs(quantized, tiny, work):
