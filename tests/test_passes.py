@@ -303,6 +303,11 @@ def test_textenc_matches_autotokenizer(which, tiny):
         ours = textenc.encode(folder, texts, max_length, pad_to)
         theirs = tok(texts, truncation=True, max_length=max_length, return_tensors="np",
                      padding="max_length" if pad_to else "longest")
+        # tokenized once and padded per batch later (evaluation's length-sorted batches): the same
+        loaded = textenc.load(folder, max_length, pad_to)
+        assert all(np.array_equal(ours[k], v) for k, v in
+                   textenc.pad_batch(loaded, textenc.encode_each(loaded, texts)).items())
+        assert loaded.padding["length"] == pad_to   # padding restored after encode_each
         for key in ("input_ids", "attention_mask", "token_type_ids"):
             assert ours[key].dtype == np.int64
             assert np.array_equal(ours[key], theirs[key]), (key, max_length, pad_to)
@@ -362,7 +367,7 @@ def test_length_sorted_batches_give_the_data_order_results_with_less_padding(ste
     rows = evaluate.model_outputs(model, tiny, texts, "text-classification", batch_size=8)
     assert np.allclose(rows, before, rtol=0, atol=1e-6)
 
-    lengths = batches.token_counts(textenc.load(tiny, 128), texts)
+    lengths = [len(e) for e in textenc.encode_each(textenc.load(tiny, 128), texts)]
     sorted_plan = batches.length_batches(lengths, 8)
     data_plan = [list(range(i, min(i + 8, len(texts)))) for i in range(0, len(texts), 8)]
 

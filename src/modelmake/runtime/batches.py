@@ -22,11 +22,6 @@ class _Quiet:
         pass
 
 
-def token_counts(tok, texts: list[str]) -> list[int]:
-    """Tokens of every text as the tokenizer truncates it (special tokens included)."""
-    return [sum(e.attention_mask) for e in tok.encode_batch(list(texts))]
-
-
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """Indices of the rows, shortest first, cut into batches of `batch_size`."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
@@ -50,11 +45,12 @@ def outputs(session, tok, texts: list[str], batch_size: int, output: str | None 
     """
     import numpy as np
 
-    batches = length_batches(token_counts(tok, texts), batch_size)
+    encodings = textenc.encode_each(tok, texts)
+    batches = length_batches([len(e) for e in encodings], batch_size)
     parts = []
     with bar(label, len(batches)) if label else nullcontext(_Quiet()) as progress:
         for batch in batches:
-            encoded = textenc.encode_with(tok, [texts[i] for i in batch])
+            encoded = textenc.pad_batch(tok, [encodings[i] for i in batch])
             out = session.run(None if output is None else [output], feeds(session, encoded))[0]
             parts.append(rows(out, encoded) if rows else out)
             progress.advance()
