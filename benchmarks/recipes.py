@@ -63,44 +63,28 @@ def final_models(project: Path, recipes: list[str]) -> dict[str, tuple[Path, Pat
 
 def interleaved_latency(models: dict[str, tuple[Path, Path]], rounds: int, per_round: int,
                         sequence: int, throughput_batch: int) -> dict[str, dict]:
-    import numpy as np
-    import onnxruntime as ort
-
-    from modelmake.core import textenc
-    from modelmake.metrics.evaluate import tuned_settings
-    from modelmake.passes.session_tune import session_options
+    from modelmake.runtime import batches, sessions, timing
 
     texts = ["a gripping, beautifully acted film that overstays its welcome by half an hour"]
-    sessions, feeds, big = {}, {}, {}
+    running, feeds, big = {}, {}, {}
     for name, (path, tok) in models.items():
-        settings = tuned_settings(path)
-        s = ort.InferenceSession(str(path), session_options(settings, 0), providers=["CPUExecutionProvider"])
-        names = {i.name for i in s.get_inputs()}
-        one = textenc.encode(tok, texts, max_length=sequence, pad_to=sequence)
-        many = textenc.encode(tok, texts * throughput_batch, max_length=sequence, pad_to=sequence)
-        sessions[name] = s
-        feeds[name] = {k: v for k, v in one.items() if k in names}
-        big[name] = {k: v for k, v in many.items() if k in names}
-        for _ in range(10):  # warm-up: first runs allocate and pick kernels
-            s.run(None, feeds[name])
-        s.run(None, big[name])
+        s = sessions.session(path, settings=sessions.tuned_settings(path))
+        running[name] = s
+        feeds[name] = sessions.feeds(s, batches.fixed(tok, texts, 1, sequence))
+        big[name] = sessions.feeds(s, batches.fixed(tok, texts, throughput_batch, sequence))
+        timing.warm(s, feeds[name], 10)  # warm-up: first runs allocate and pick kernels
+        timing.warm(s, big[name], 1)
     times = {n: [] for n in models}
     batch_times = {n: [] for n in models}
     for r in range(rounds):
         order = list(models) if r % 2 == 0 else list(reversed(models))  # no model always goes first
         for name in order:
-            s, f = sessions[name], feeds[name]
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                s.run(None, f)
-                times[name].append((time.perf_counter() - t0) * 1e3)
-            t0 = time.perf_counter()
-            s.run(None, big[name])
-            batch_times[name].append(time.perf_counter() - t0)
+            times[name] += timing.timed(running[name], feeds[name], per_round)
+            batch_times[name].append(timing.elapsed(running[name], big[name], 1))
     out = {}
     for name in models:
-        p50, p90 = np.percentile(times[name], [50, 90]).tolist()
-        out[name] = {"p50": p50, "p90": p90, "throughput": throughput_batch / statistics.median(batch_times[name])}
+        p = timing.stats(times[name], ("p50", "p90"))
+        out[name] = {**p, "throughput": throughput_batch / statistics.median(batch_times[name])}
     return out
 
 

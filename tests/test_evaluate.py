@@ -15,6 +15,7 @@ import pytest
 
 from buildkit import build_project, copy_project, doit, file_bytes, recipe_text
 from modelmake.metrics import evaluate, goals
+from modelmake.runtime import timing
 
 METRICS = 'metrics = ["accuracy", "f1", "latency", "size"]'
 assert METRICS in recipe_text()
@@ -348,6 +349,6 @@ def test_drop_improvement_and_speedup_follow_the_metric_direction():
 
 def test_median_interval_uses_order_statistics():
     xs = list(range(1, 101))                     # 1..100: ranks 40 and 61 for n = 100
-    assert evaluate.median_ci(xs) == (40, 61)
-    assert evaluate.median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)   # too few runs: the whole range
-    assert evaluate.ci_percent([10.0] * 20) == 0
+    assert timing.median_ci(xs) == (40, 61)
+    assert timing.median_ci([3.0, 1.0, 2.0]) == (1.0, 3.0)   # too few runs: the whole range
+    assert timing.ci_percent([10.0] * 20) == 0

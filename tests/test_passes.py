@@ -282,6 +282,11 @@ def test_textenc_matches_autotokenizer(which, tiny):
         ours = textenc.encode(folder, texts, max_length, pad_to)
         theirs = tok(texts, truncation=True, max_length=max_length, return_tensors="np",
                      padding="max_length" if pad_to else "longest")
+        # tokenized once and padded per batch later (evaluation's length-sorted batches): the same
+        loaded = textenc.load(folder, max_length, pad_to)
+        assert all(np.array_equal(ours[k], v) for k, v in
+                   textenc.pad_batch(loaded, textenc.encode_each(loaded, texts)).items())
+        assert loaded.padding["length"] == pad_to   # padding restored after encode_each
         for key in ("input_ids", "attention_mask", "token_type_ids"):
             assert ours[key].dtype == np.int64
             assert np.array_equal(ours[key], theirs[key]), (key, max_length, pad_to)
@@ -300,14 +305,55 @@ def test_evaluate_functions(fused, tiny, reviews):
     q = evaluate.measure_quality(fused / "model.onnx", tiny, reviews.texts("test"),
                                  reviews.targets("test"), batch_size=8)
     assert 0 <= q["accuracy"] <= 1 and 0 <= q["f1"] <= 1 and q["samples"] == len(reviews.test)
-    lat = evaluate.measure_latency(fused / "model.onnx", tiny, reviews.texts("test"), batch=2,
-                                   sequence=32, warmup=2, runs=20, throughput_batch=4, throughput_runs=2)
+    lat = evaluate.measure_latencies({"model": (fused / "model.onnx", tiny)}, reviews.texts("test"), batch=2,
+                                   sequence=32, warmup=2, runs=20, throughput_batch=4, throughput_runs=2)["model"]
     assert 0 < lat["latency_ms.p50"] <= lat["latency_ms.p90"] <= lat["latency_ms.p99"]
     assert lat["latency_ms.mean"] > 0 and lat["throughput_per_s"] > 0 and lat["runs"] == 20
     assert lat["threads"] >= 1
     assert evaluate.size_mb(fused / "model.onnx") == (fused / "model.onnx").stat().st_size / 1e6
     host = host_fingerprint()
     assert host["cpu"] and host["cores"] >= 1 and host["onnxruntime"] != "not-installed" and host["machine"]
+
+
+def data_order_logits(model: Path, tokenizer: Path, texts: list[str], batch_size: int) -> np.ndarray:
+    """Logits as evaluation batched before it sorted by length: texts in data order, each batch
+    padded to its longest text."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    tok, out = textenc.load(tokenizer, 128), []
+    for start in range(0, len(texts), batch_size):
+        enc = textenc.encode_with(tok, texts[start:start + batch_size])
+        out.append(session.run(None, {i.name: enc[i.name] for i in session.get_inputs()})[0])
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("step", ["exported", "fused"])
+def test_length_sorted_batches_give_the_data_order_results_with_less_padding(step, request, tiny, reviews):
+    from modelmake.runtime import batches
+
+    model = request.getfixturevalue(step) / "model.onnx"
+    texts = reviews.texts("train") + reviews.texts("test") + TEXTS
+    labels = reviews.targets("train") + reviews.targets("test") + [1, 0, 0, 1, 1]
+    before = data_order_logits(model, tiny, texts, batch_size=8)
+    predictions = before.argmax(axis=-1).tolist()
+
+    assert evaluate.predict(model, tiny, texts, batch_size=8) == (predictions, 2)
+    quality = evaluate.measure_quality(model, tiny, texts, labels, batch_size=8)
+    assert quality["accuracy"] == sum(p == y for p, y in zip(predictions, labels)) / len(texts)
+    assert quality["f1"] == evaluate.f1_score(labels, predictions, 2)
+    # the similarity pass reads the same rows, in the texts' order
+    rows = evaluate.model_outputs(model, tiny, texts, "text-classification", batch_size=8)
+    assert np.allclose(rows, before, rtol=0, atol=1e-6)
+
+    lengths = [len(e) for e in textenc.encode_each(textenc.load(tiny, 128), texts)]
+    sorted_plan = batches.length_batches(lengths, 8)
+    data_plan = [list(range(i, min(i + 8, len(texts)))) for i in range(0, len(texts), 8)]
+
+    def padded(plan):
+        return sum(len(b) * max(lengths[i] for i in b) for b in plan) - sum(lengths)
+    assert sorted(i for b in sorted_plan for i in b) == list(range(len(texts)))
+    assert padded(sorted_plan) < padded(data_plan) / 2
 
 
 # --- package ---------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from test_passes import (exported, fused, one_thread, op_counts, ort_logits, our
 from modelmake.metrics import evaluate
 from modelmake import package  # noqa: E402
 from modelmake.passes import REGISTRY, ort_optimize, session_tune  # noqa: E402
-from modelmake.runtime import onnxmeta
+from modelmake.runtime import onnxmeta, sessions
 from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
 # Small enough to time in well under a second, but a real grid (two candidates).
@@ -95,7 +95,7 @@ def test_session_tune_records_settings_and_keeps_graph(tuned, fused, tiny):
     assert stripped_graph(model) == stripped_graph(fused / onnxmeta.MODEL_FILE)
     assert np.array_equal(ort_logits(tuned, tiny), ort_logits(fused, tiny))
     props = ours(model)
-    record = json.loads(props.pop(session_tune.SESSION_OPTIONS))
+    record = json.loads(props.pop(onnxmeta.SESSION_OPTIONS))
     assert props == ours(fused / onnxmeta.MODEL_FILE)
 
     table = record["measured"]["candidates"]
@@ -103,16 +103,16 @@ def test_session_tune_records_settings_and_keeps_graph(tuned, fused, tiny):
     assert all(c["execution_mode"] == "ORT_PARALLEL" and c["inter_op_num_threads"] == 2 for c in table)
     assert all(0 < c["p50"] <= c["p90"] and c["mean"] > 0 for c in table)
     best = min(table, key=lambda c: c["p50"])
-    assert {k: record[k] for k in session_tune.SETTINGS} == {k: best[k] for k in session_tune.SETTINGS}
+    assert {k: record[k] for k in sessions.SETTINGS} == {k: best[k] for k in sessions.SETTINGS}
     assert record["measured"]["metric"] == "p50" and record["measured"]["rounds"] == 3
     assert record["measured"]["host"]["cores"] >= 1
-    assert session_tune.settings_of(onnxmeta.read(model)) == {k: record[k] for k in session_tune.SETTINGS}
+    assert sessions.settings_of(onnxmeta.read(model)) == {k: record[k] for k in sessions.SETTINGS}
 
 
 def test_tuned_settings_reach_latency_and_package(tuned, fused, tiny, work):
     model = tuned / onnxmeta.MODEL_FILE
-    settings = evaluate.tuned_settings(model)
-    assert evaluate.tuned_settings(fused / onnxmeta.MODEL_FILE) is None
+    settings = sessions.tuned_settings(model)
+    assert sessions.tuned_settings(fused / onnxmeta.MODEL_FILE) is None
 
     default = package.inference_config(fused / onnxmeta.MODEL_FILE, max_length=64)
     assert default["session"] == {"providers": ["CPUExecutionProvider"],
@@ -120,11 +120,11 @@ def test_tuned_settings_reach_latency_and_package(tuned, fused, tiny, work):
     config = package.inference_config(model, max_length=64)
     assert config["session"] == {"providers": ["CPUExecutionProvider"], **settings}
 
-    lat = evaluate.measure_latency(model, tiny, ["good fun"], sequence=16, warmup=1, runs=5,
-                                   throughput_batch=2, throughput_runs=1)
+    lat = evaluate.measure_latencies({"model": (model, tiny)}, ["good fun"], sequence=16, warmup=1, runs=5,
+                                   throughput_batch=2, throughput_runs=1)["model"]
     assert lat["threads"] == settings["intra_op_num_threads"]
-    forced = evaluate.measure_latency(model, tiny, ["good fun"], sequence=16, warmup=1, runs=5, threads=1,
-                                      throughput_batch=2, throughput_runs=1)
+    forced = evaluate.measure_latencies({"model": (model, tiny)}, ["good fun"], sequence=16, warmup=1, runs=5, threads=1,
+                                      throughput_batch=2, throughput_runs=1)["model"]
     assert forced["threads"] == 1
 
     out = work / "pkg" / "package.zip"

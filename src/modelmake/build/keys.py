@@ -7,14 +7,10 @@ taking an input's content from the store object that would fill it (build/resolv
 """
 from __future__ import annotations
 
-# metrics that do not depend on the host: the only ones a package carries (custom metrics and
-# the goals verdict stay out: either may depend on the host that measured them)
-PORTABLE = ("accuracy", "f1", "size_mb", "samples", "similarity.cosine_mean", "similarity.cosine_min",
-            "similarity.cosine_p5", "similarity.agreement")
+from modelmake.metrics.catalogue import PORTABLE, measured_metric
 
 
 def portable_metrics(metrics: dict) -> dict:
     """What of a recipe's metrics goes into its package: timings belong to the host that measured
     them, not to the artifact, so leaving them out keeps the package byte-identical anywhere."""
-    return {k: v for k, v in metrics.items()
-            if k.removeprefix("baseline.").removeprefix("delta.") in PORTABLE}
+    return {k: v for k, v in metrics.items() if measured_metric(k) in PORTABLE}

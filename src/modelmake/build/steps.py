@@ -170,6 +170,10 @@ class EvalStep(Step):
     custom_code: dict[str, str] = field(default_factory=dict)   # custom metric -> that file's digest
     recipe_file: str = ""              # the recipe as the user knows it, for messages
     out: str = ""                      # metrics.json
+    # how texts are grouped into batches for outputs (accuracy, similarity, custom metrics): by
+    # length since 2026-12; dynamic int8 picks one activation scale per batch, so an int8
+    # model's outputs depend on which rows share a batch, and the grouping is part of the key
+    batching: str = "by-length"
 
     def inputs(self) -> dict[str, str]:
         out = {"model": self.model, "tokenizer": self.tokenizer, "data": self.data_dir}
@@ -187,7 +191,7 @@ class EvalStep(Step):
 
     def settings(self) -> dict[str, Any]:
         s = {"evaluate": self.evaluate, "task": self.model_task, "data": self.data, "version": self.version,
-             "libraries": self.libraries, "host": self.host}
+             "libraries": self.libraries, "host": self.host, "batching": self.batching}
         if self.custom_code:  # the code of a custom metric is part of what it measures
             s["custom_code"] = self.custom_code
         return s
@@ -210,7 +214,7 @@ class EvalStep(Step):
         return Evaluation(label=self.task, recipe=self.recipe, evaluate=self.evaluate, model_task=self.model_task,
                           data_dir=self.data_dir, data=self.data, models=self.models(), version=self.version,
                           libraries=self.libraries, host=self.host, custom_files=self.custom_files,
-                          custom_code=self.custom_code, recipe_file=self.recipe_file)
+                          custom_code=self.custom_code, recipe_file=self.recipe_file, batching=self.batching)
 
 
 # ---------------------------------------------------------------- package

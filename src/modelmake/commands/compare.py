@@ -29,13 +29,12 @@ from pathlib import Path
 
 from modelmake.core import usercode
 from modelmake.inputs.recipe import RecipeError
+from modelmake.metrics.catalogue import AGAINST, BOOKKEEPING, RATIOS, measured_metric
 
 WORKSPACE = "workspace"
+# reading order of the known metrics; bookkeeping (how it was measured) is shown last
 ORDER = ("accuracy", "f1", "latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.mean",
          "throughput_per_s", "size_mb")
-BOOKKEEPING = ("samples", "runs", "threads")     # how it was measured: shown last
-RATIOS = ("speedup_x.", "compression_x.")         # the recipe against its baseline
-AGAINST = ("baseline.", "delta.")
 
 
 # ---------------------------------------------------------------- reading metrics
@@ -87,7 +86,7 @@ def fmt(metric: str, v, signed: bool = False) -> str:
         return ""
     if isinstance(v, int):
         return f"{v:+d}" if signed else str(v)
-    base = metric.removeprefix("baseline.").removeprefix("delta.")
+    base = measured_metric(metric)
     if base.startswith(RATIOS):
         return f"{v:+.2f}x" if signed else f"{v:.2f}x"
     digits = (4 if base in ("accuracy", "f1") else 2 if base.startswith("latency_ms") or base == "size_mb"

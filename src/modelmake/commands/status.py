@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelmake.core import digest
-from modelmake.build import keys, records, targets
+from modelmake.build import records, targets
 from modelmake.build.compile import load_steps
 from modelmake.build.resolve import Resolution, producers, resolve
 from modelmake.build.steps import PackageStep, PublishStep, SourceStep, Step
+from modelmake.metrics.catalogue import PORTABLE
 from modelmake.store import Store
 
 UP_TO_DATE, RESTORABLE, STALE, NEVER = "up to date", "restorable", "stale", "never built"
@@ -207,7 +208,7 @@ class Explainer:
                     for i in changed] or ["its sources changed"]
         if isinstance(spec, PackageStep) and spec.metrics:
             maker = self.producer.get(os.path.normpath(spec.metrics), spec.metrics)
-            return [f"the metrics it carries ({', '.join(keys.PORTABLE)}, made by {maker}) changed"]
+            return [f"the metrics it carries ({', '.join(PORTABLE)}, made by {maker}) changed"]
         if res.key is None:
             return [res.unknown or "its key cannot be known yet"]
         return [f"its key changed: {str(record.get('key'))[:12]} -> {res.key[:12]}"]

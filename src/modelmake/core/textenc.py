@@ -43,7 +43,35 @@ def load(tokenizer_dir: Path, max_length: int, pad_to: int | None = None):
 
 
 def encode_with(tok, texts: list[str]) -> dict[str, np.ndarray]:
-    encodings = tok.encode_batch(list(texts))
+    return _arrays(tok.encode_batch(list(texts)))
+
+
+def encode_each(tok, texts: list[str]) -> list:
+    """Every text's `tokenizers.Encoding`, truncated but not yet padded: tokenized once, then cut
+    into batches in any order and padded with pad_batch."""
+    padding = tok.padding
+    tok.no_padding()
+    try:
+        return tok.encode_batch(list(texts))
+    finally:
+        if padding:
+            tok.enable_padding(**padding)
+
+
+def pad_batch(tok, encodings: list) -> dict[str, np.ndarray]:
+    """Model inputs of encode_each's encodings, padded as encode_with pads the same texts (to the
+    longest of them, or the tokenizer's fixed length); pads the encodings in place."""
+    p = tok.padding
+    length = p["length"] or max(len(e) for e in encodings)
+    if p["pad_to_multiple_of"]:
+        length = -(-length // p["pad_to_multiple_of"]) * p["pad_to_multiple_of"]
+    for e in encodings:
+        e.pad(length, direction=p["direction"], pad_id=p["pad_id"], pad_type_id=p["pad_type_id"],
+              pad_token=p["pad_token"])
+    return _arrays(encodings)
+
+
+def _arrays(encodings: list) -> dict[str, np.ndarray]:
     return {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
         "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelmake.metrics import evaluate, goals
+from modelmake.metrics import catalogue, goals
 from modelmake import passes as registry
 from modelmake.core import values
 from modelmake.core.values import show, toml_value
@@ -29,8 +29,8 @@ BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 FUNCTION_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}\Z")   # module.sub:function
 RESERVED_STEPS = {"source"}
-TASKS = evaluate.TASKS                    # model.task: what the model outputs
-EVAL_METRICS = tuple(evaluate.FAMILIES)   # the `[evaluate] metrics` families
+TASKS = catalogue.TASKS                    # model.task: what the model outputs
+EVAL_METRICS = tuple(catalogue.FAMILIES)   # the `[evaluate] metrics` families
 
 
 class RecipeError(Exception):
@@ -357,7 +357,7 @@ def _evaluate(t: _Table, datasets: dict, steps: list[Step], task: str = "text-cl
     ev["data"] = t.field(EVALUATE["data"])
     if ev["data"] not in datasets:
         raise RecipeError(t.file, t.key("data"), f"unknown dataset {show(ev['data'])} (defined: {', '.join(datasets) or 'none'})")
-    metrics = t.get("metrics", "list[str]", evaluate.default_metrics(task, t.has("baseline") or t.has("baseline_recipe")))
+    metrics = t.get("metrics", "list[str]", catalogue.default_metrics(task, t.has("baseline") or t.has("baseline_recipe")))
     for m in metrics:
         if m not in EVAL_METRICS:
             raise RecipeError(t.file, t.key("metrics"), f"unknown metric {show(m)} (known: {', '.join(EVAL_METRICS)})")
@@ -399,11 +399,11 @@ def _check_task_metrics(t: _Table, ev: dict[str, Any], task: str) -> None:
     a baseline to compare with."""
     if task != "text-classification":
         for m in ev["metrics"]:
-            if m in evaluate.CLASSIFIER_ONLY:
+            if m in catalogue.CLASSIFIER_ONLY:
                 raise RecipeError(t.file, t.key("metrics"), f"{m!r} needs a classifier, and model.task is {task!r} "
                                   "(the model outputs embeddings); measure 'similarity' against a baseline instead")
     for m in ev["metrics"]:
-        if m in evaluate.COMPARED and ev["baseline"] is None and ev["baseline_recipe"] is None:
+        if m in catalogue.COMPARED and ev["baseline"] is None and ev["baseline_recipe"] is None:
             raise RecipeError(t.file, t.key("metrics"), f"{m!r} compares the model's outputs with a baseline's; set "
                               "evaluate.baseline (a step of this recipe) or evaluate.baseline_recipe (another recipe)")
 
@@ -412,16 +412,16 @@ def _check_task_goals(t: _Table, ev: dict[str, Any], task: str) -> None:
     """Similarity is itself a comparison with the baseline: it has no baseline value to drop from."""
     for i, g in enumerate(ev["goal"]):
         where = f"{t.key('goal')}[{i}]"
-        if task != "text-classification" and g["metric"] in evaluate.CLASSIFIER_ONLY:
+        if task != "text-classification" and g["metric"] in catalogue.CLASSIFIER_ONLY:
             raise RecipeError(t.file, f"{where}.metric", f"{g['metric']} needs a classifier, and model.task is {task!r}")
-        if goals.family_of(g["metric"]) in evaluate.COMPARED and goals.KINDS[g["goal"]][0]:
+        if goals.family_of(g["metric"]) in catalogue.COMPARED and goals.KINDS[g["goal"]][0]:
             raise RecipeError(t.file, f"{where}.{g['goal']}", f"{g['metric']} already compares the model with its "
                               "baseline (there is no baseline value of it); use at_least")
 
 
 # what a custom metric may not be called: names metrics.json already uses
-RESERVED_METRICS = ({m.split(".")[0] for f in EVAL_METRICS for m in evaluate.FAMILIES[f]}
-                    | {"samples", "threads", "runs", "baseline", "delta", "speedup_x", "compression_x", "goals"})
+RESERVED_METRICS = ({m.split(".")[0] for f in EVAL_METRICS for m in catalogue.FAMILIES[f]}
+                    | set(catalogue.BOOKKEEPING) | {p.rstrip(".") for p in catalogue.AGAINST + catalogue.RATIOS} | {"goals"})
 METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")
 
 
@@ -456,7 +456,7 @@ def _custom_metrics(t: _Table) -> list[dict[str, Any]]:
 
 
 def _goals(t: _Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
-    known = sorted({m for f in ev["metrics"] for m in evaluate.FAMILIES[f]} | {c["name"] for c in ev["custom"]})
+    known = sorted({m for f in ev["metrics"] for m in catalogue.FAMILIES[f]} | {c["name"] for c in ev["custom"]})
     out: list[dict[str, Any]] = []
     for gt in _array(t, "goal"):
         metric = gt.field(GOAL_METRIC)
@@ -475,7 +475,7 @@ def _goals(t: _Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
         relative, _, lowest = goals.KINDS[kind]
         target = gt.get(kind, "float", min=lowest)
         if kind == "min_speedup" and not goals.speedup_allowed(metric):
-            raise RecipeError(t.file, gt.key(kind), f"a speed-up compares times or rates ({', '.join(evaluate.TIMED)}); "
+            raise RecipeError(t.file, gt.key(kind), f"a speed-up compares times or rates ({', '.join(catalogue.TIMED)}); "
                               f"for {metric} use min_improvement_percent")
         if relative and ev["baseline"] is None and ev["baseline_recipe"] is None:
             raise RecipeError(t.file, gt.key(kind), "compares with a baseline; set evaluate.baseline (a step of "

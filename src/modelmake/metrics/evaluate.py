@@ -11,71 +11,14 @@ import numbers
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
 from modelmake.core.progress import bar, say
+from modelmake.metrics.catalogue import CUSTOM_ARGS, EMBEDDING_OUTPUTS
 
-# The metric families a recipe asks for in `[evaluate] metrics`, and the numbers each one puts
-# into metrics.json with their direction (True: higher is better), which goals need. A new
-# family is a row here and a measuring function in runner._FAMILIES.
-FAMILIES: dict[str, dict[str, bool]] = {
-    "accuracy": {"accuracy": True},
-    "f1": {"f1": True},
-    # cosine of the model's outputs (embeddings or logits) with the baseline's, per text
-    "similarity": {"similarity.cosine_mean": True, "similarity.cosine_min": True, "similarity.cosine_p5": True,
-                   "similarity.agreement": True},
-    "latency": {"latency_ms.p50": False, "latency_ms.p90": False, "latency_ms.p99": False,
-                "latency_ms.mean": False},
-    "throughput": {"throughput_per_s": True},
-    "size": {"size_mb": False},
-    "memory": {"memory_mb": False},
-}
-# what a model.task allows: accuracy and F1 need a classifier; similarity compares with a baseline
-# (its numbers are already a comparison, so there is no baseline value or delta of them)
-TASKS = ("text-classification", "feature-extraction")
-CLASSIFIER_ONLY = ("accuracy", "f1", "similarity.agreement")
-COMPARED = ("similarity",)
-# an encoder's outputs that hold its answer, by preference: onnx-export's pooled embedding,
-# sentence-transformers' ONNX files' one, token states (mean-pooled by whoever reads them)
-EMBEDDING_OUTPUTS = ("embeddings", "sentence_embedding", "last_hidden_state")
-# metrics whose ratio to the baseline is a speed-up (goal min_speedup)
-TIMED = ("latency_ms.p50", "latency_ms.p90", "latency_ms.p99", "latency_ms.mean", "throughput_per_s")
-# what a custom metric function may take, by parameter name
-CUSTOM_ARGS = ("model", "tokenizer", "texts", "labels", "predict")
 LATENCY_BLOCK = 10   # timed runs of one model before the next model takes its turn
 MEMORY_RUNS = 10     # inferences of the latency batch in the memory probe
-
-
-def _session(model_path: Path, threads: int = 0, settings: dict | None = None):
-    """A CPU session: ORT_ENABLE_ALL with `threads` intra-op threads (0 = ORT's default, one per
-    physical core), or exactly the `settings` session-tune recorded when they are given."""
-    import onnxruntime as ort
-
-    from modelmake.passes.session_tune import session_options
-
-    options = session_options(settings, threads)
-    return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-
-
-def tuned_settings(model_path: Path) -> dict | None:
-    """The session settings session-tune recorded in the model's metadata, or None."""
-    from modelmake.runtime import onnxmeta
-    from modelmake.passes.session_tune import settings_of
-
-    return settings_of(onnxmeta.read(Path(model_path)))
-
-
-def deployed_settings(model_path: Path, threads: int) -> tuple[int, dict | None]:
-    """(intra-op threads, session settings) a timing run uses: threads > 0 forces that many and
-    ignores recorded settings; 0 runs the model as deployed (session-tune's settings, if any)."""
-    settings = tuned_settings(model_path) if threads == 0 else None
-    return (settings["intra_op_num_threads"] if settings else threads), settings
-
-
-def _feeds(session, encoded: dict) -> dict:
-    return {i.name: encoded[i.name] for i in session.get_inputs()}
 
 
 def f1_score(targets: list[int], predictions: list[int], n_classes: int) -> float:
@@ -93,24 +36,13 @@ def f1_score(targets: list[int], predictions: list[int], n_classes: int) -> floa
 
 def predict(model_path: Path, tokenizer_dir: Path, texts: list[str], batch_size: int = 32,
             max_length: int = 128) -> tuple[list[int], int]:
-    """(argmax class of every text, number of classes); each batch is padded to its longest text."""
-    import numpy as np
-
+    """(argmax class of every text, number of classes); rows of similar length share a batch."""
     from modelmake.core import textenc
+    from modelmake.runtime import batches, sessions
 
-    session = _session(model_path)
-    tok = textenc.load(tokenizer_dir, max_length)
-    predictions: list[int] = []
-    n_classes = 0
-    n_batches = (len(texts) + batch_size - 1) // batch_size
-    with bar("evaluate", n_batches) as progress:
-        for start in range(0, len(texts), batch_size):
-            encoded = textenc.encode_with(tok, texts[start:start + batch_size])
-            logits = session.run(None, _feeds(session, encoded))[0]
-            n_classes = logits.shape[-1]
-            predictions.extend(np.argmax(logits, axis=-1).tolist())
-            progress.advance()
-    return predictions, n_classes
+    logits = batches.outputs(sessions.session(model_path), textenc.load(tokenizer_dir, max_length), texts,
+                             batch_size, label="evaluate")
+    return logits.argmax(axis=-1).tolist(), logits.shape[-1]
 
 
 def measure_quality(model_path: Path, tokenizer_dir: Path, texts: list[str], labels: list[int],
@@ -123,35 +55,7 @@ def measure_quality(model_path: Path, tokenizer_dir: Path, texts: list[str], lab
             "samples": len(texts)}
 
 
-def _fixed_batch(tokenizer_dir: Path, texts: list[str], batch: int, sequence: int) -> dict:
-    from modelmake.core import textenc
-
-    # Cycle the texts so any batch size works; every row is padded/truncated to `sequence`.
-    rows = [texts[i % len(texts)] for i in range(batch)]
-    return textenc.encode(tokenizer_dir, rows, max_length=sequence, pad_to=sequence)
-
-
 # ---------------------------------------------------------------- latency
-def median_ci(times: list[float]) -> tuple[float, float]:
-    """A distribution-free 95% confidence interval of the median: two order statistics whose
-    ranks come from the binomial(n, 1/2) distribution (normal approximation). Below 8 runs the
-    interval is the whole range, which covers the median with at least 94% confidence."""
-    xs = sorted(times)
-    n = len(xs)
-    half = 1.96 * math.sqrt(n)
-    lo = max(int(math.floor((n - half) / 2)), 1)        # 1-based ranks
-    hi = min(int(math.ceil(1 + (n + half) / 2)), n)
-    return xs[lo - 1], xs[hi - 1]
-
-
-def ci_percent(times: list[float]) -> float:
-    """Half-width of the median's 95% confidence interval, in percent of the median."""
-    import statistics
-
-    lo, hi = median_ci(times)
-    return 100 * (hi - lo) / 2 / statistics.median(times)
-
-
 def measure_latencies(models: dict[str, tuple[Path, Path]], texts: list[str], batch: int = 1,
                       sequence: int = 128, warmup: int = 10, runs: int = 100, threads: int = 0,
                       throughput_batch: int = 32, throughput_runs: int = 10, max_runs: int | None = None,
@@ -165,36 +69,36 @@ def measure_latencies(models: dict[str, tuple[Path, Path]], texts: list[str], ba
     thread pool, still spinning right after its turn, does not slow the next model's timed runs.
     After `runs` runs per model, more rounds follow while the 95% confidence interval of any
     model's median is wider than ±stable_percent of it, up to `max_runs` (None: exactly `runs`).
+
+    threads = 0 runs each model as it will be deployed: with the session settings session-tune
+    recorded in it if it has them (as the package's inference config does), else ORT's defaults.
+    threads > 0 forces that many intra-op threads and ignores any recorded settings.
     """
-    import numpy as np
+    from modelmake.runtime import batches, sessions, timing
 
     if not texts:
         raise ValueError("latency needs at least one text")
     limit = max(runs, max_runs or runs)
-    sessions, used_threads = {}, {}
+    running, used_threads = {}, {}
     for role, (model_path, tokenizer_dir) in models.items():
-        used_threads[role], settings = deployed_settings(model_path, threads)
-        session = _session(model_path, used_threads[role], settings)
-        feeds = _feeds(session, _fixed_batch(tokenizer_dir, texts, batch, sequence))
-        for _ in range(warmup):
-            session.run(None, feeds)
-        sessions[role] = (session, feeds)
+        used_threads[role], settings = sessions.deployed_settings(model_path, threads)
+        session = sessions.session(model_path, used_threads[role], settings)
+        feeds = sessions.feeds(session, batches.fixed(tokenizer_dir, texts, batch, sequence))
+        timing.warm(session, feeds, warmup)
+        running[role] = (session, feeds)
     times: dict[str, list[float]] = {role: [] for role in models}
     roles, target, rounds = list(models), runs, 0
     with bar("latency", -(-runs // LATENCY_BLOCK) * len(roles)) as progress:
         while True:
             while min(len(t) for t in times.values()) < target:
                 for role in roles if rounds % 2 == 0 else roles[::-1]:
-                    session, feeds = sessions[role]
-                    session.run(None, feeds)
-                    for _ in range(min(LATENCY_BLOCK, target - len(times[role]))):
-                        t0 = time.perf_counter()
-                        session.run(None, feeds)
-                        times[role].append((time.perf_counter() - t0) * 1e3)
+                    session, feeds = running[role]
+                    timing.warm(session, feeds, 1)
+                    times[role] += timing.timed(session, feeds, min(LATENCY_BLOCK, target - len(times[role])))
                     if len(times[role]) <= runs:
                         progress.advance()
                 rounds += 1
-            spread = {role: ci_percent(t) for role, t in times.items()}
+            spread = {role: timing.ci_percent(t) for role, t in times.items()}
             if max(spread.values()) <= stable_percent or target >= limit:
                 break
             if target == runs:
@@ -205,19 +109,14 @@ def measure_latencies(models: dict[str, tuple[Path, Path]], texts: list[str], ba
         say(f"    latency: p50 within {_spread(spread)} after {target} runs")
     out = {}
     for role in roles:
-        session, _ = sessions[role]
+        session, _ = running[role]
         _, tokenizer_dir = models[role]
-        big = _feeds(session, _fixed_batch(tokenizer_dir, texts, throughput_batch, sequence))
-        session.run(None, big)  # first call at a new shape allocates; keep it out of the timing
-        t0 = time.perf_counter()
-        for _ in range(throughput_runs):
-            session.run(None, big)
-        elapsed = time.perf_counter() - t0
-        p50, p90, p99 = np.percentile(np.array(times[role]), [50, 90, 99]).tolist()
-        lo, hi = median_ci(times[role])
+        big = sessions.feeds(session, batches.fixed(tokenizer_dir, texts, throughput_batch, sequence))
+        timing.warm(session, big, 1)  # first call at a new shape allocates; keep it out of the timing
+        elapsed = timing.elapsed(session, big, throughput_runs)
+        lo, hi = timing.median_ci(times[role])
         out[role] = {
-            "latency_ms.p50": p50, "latency_ms.p90": p90, "latency_ms.p99": p99,
-            "latency_ms.mean": float(np.mean(times[role])),
+            **{f"latency_ms.{k}": v for k, v in timing.stats(times[role]).items()},
             "latency_ms.p50_ci_low": lo, "latency_ms.p50_ci_high": hi,
             "throughput_per_s": throughput_batch * throughput_runs / elapsed,
             "threads": used_threads[role] or os.cpu_count(),
@@ -230,20 +129,6 @@ def _spread(spread: dict[str, float]) -> str:
     return ", ".join(f"±{v:.1f}% {role}" for role, v in spread.items())
 
 
-def measure_latency(model_path: Path, tokenizer_dir: Path, texts: list[str], batch: int = 1,
-                    sequence: int = 128, warmup: int = 10, runs: int = 100, threads: int = 0,
-                    throughput_batch: int = 32, throughput_runs: int = 10, max_runs: int | None = None,
-                    stable_percent: float = 2.0) -> dict:
-    """measure_latencies of one model.
-
-    threads = 0 runs the model as it will be deployed: with the session settings session-tune
-    recorded in it if it has them (as the package's inference config does), else ORT's defaults.
-    threads > 0 forces that many intra-op threads and ignores any recorded settings.
-    """
-    return measure_latencies({"model": (model_path, tokenizer_dir)}, texts, batch, sequence, warmup, runs,
-                             threads, throughput_batch, throughput_runs, max_runs, stable_percent)["model"]
-
-
 # ---------------------------------------------------------------- memory and size
 def measure_memory(model_path: Path, tokenizer_dir: Path, texts: list[str], batch: int = 1,
                    sequence: int = 128, threads: int = 0) -> dict:
@@ -252,6 +137,8 @@ def measure_memory(model_path: Path, tokenizer_dir: Path, texts: list[str], batc
     process holds or frees counts."""
     if not texts:
         raise ValueError("memory needs at least one text")
+    from modelmake.runtime.sessions import deployed_settings
+
     used, settings = deployed_settings(model_path, threads)
     rows = [texts[i % len(texts)] for i in range(batch)]
     request = {"model": str(model_path), "tokenizer": str(tokenizer_dir), "rows": rows, "sequence": sequence,
@@ -297,17 +184,16 @@ def _predictor(model_path: Path, tokenizer_dir: Path, batch_size: int, max_lengt
         import numpy as np
 
         from modelmake.core import textenc
+        from modelmake.runtime import batches, sessions
 
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise TypeError("predict takes a list of strings")
+        if not texts:
+            return np.zeros((0, 0), np.float32)
         if not state:
-            state["session"] = _session(model_path)
+            state["session"] = sessions.session(model_path)
             state["tok"] = textenc.load(tokenizer_dir, max_length)
-        session, out = state["session"], []
-        for start in range(0, len(texts), batch_size):
-            encoded = textenc.encode_with(state["tok"], list(texts[start:start + batch_size]))
-            out.append(session.run(None, _feeds(session, encoded))[0])
-        return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+        return batches.outputs(state["session"], state["tok"], list(texts), batch_size).astype(np.float32)
 
     return predict
 
@@ -375,15 +261,6 @@ def _numbers(name: str, result, where: str) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- similarity to the baseline
-def default_metrics(task: str, has_baseline: bool) -> list[str]:
-    """The `[evaluate] metrics` of a recipe that lists none: every family that applies. For a
-    classifier that leaves out similarity (accuracy and F1 say more); an encoder has no accuracy,
-    so it gets similarity whenever there is a baseline to compare with."""
-    return [f for f in FAMILIES
-            if not (task != "text-classification" and f in CLASSIFIER_ONLY)
-            and not (f in COMPARED and (task == "text-classification" or not has_baseline))]
-
-
 def output_name(session, task: str) -> str:
     """The output that is the model's answer: a classifier's logits (its first output, as
     accuracy reads it); an encoder's `embeddings` (onnx-export), `sentence_embedding`
@@ -405,27 +282,25 @@ def pool_tokens(states, attention_mask):
 def model_outputs(model_path: Path, tokenizer_dir: Path, texts: list[str], task: str, batch_size: int = 32,
                   max_length: int = 128, label: str = "outputs"):
     """One float64 row per text: a classifier's logits or an encoder's sentence embedding (token
-    states are mean-pooled over the attention mask). Batches are padded to their longest text."""
+    states are mean-pooled over the attention mask). Rows of similar length share a batch."""
     import numpy as np
 
     from modelmake.core import textenc
+    from modelmake.runtime import batches, sessions
 
-    session = _session(model_path)
-    tok = textenc.load(tokenizer_dir, max_length)
+    session = sessions.session(model_path)
     name = output_name(session, task)
-    rows = []
-    with bar(label, (len(texts) + batch_size - 1) // batch_size) as progress:
-        for start in range(0, len(texts), batch_size):
-            encoded = textenc.encode_with(tok, texts[start:start + batch_size])
-            out = session.run([name], _feeds(session, encoded))[0]
-            if out.ndim == 3:
-                out = pool_tokens(out, encoded["attention_mask"])
-            if out.ndim != 2:
-                raise ValueError(f"{model_path}: output {name!r} has shape {list(out.shape)}; expected "
-                                 "[batch, values] (or token states [batch, sequence, hidden])")
-            rows.append(out.astype(np.float64))
-            progress.advance()
-    return np.concatenate(rows)
+
+    def rows(out, encoded):
+        if out.ndim == 3:
+            out = pool_tokens(out, encoded["attention_mask"])
+        if out.ndim != 2:
+            raise ValueError(f"{model_path}: output {name!r} has shape {list(out.shape)}; expected "
+                             "[batch, values] (or token states [batch, sequence, hidden])")
+        return out.astype(np.float64)
+
+    return batches.outputs(session, textenc.load(tokenizer_dir, max_length), texts, batch_size, output=name,
+                           rows=rows, label=label)
 
 
 def cosine_stats(model_rows, baseline_rows, classifier: bool) -> dict:

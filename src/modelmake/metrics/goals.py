@@ -9,7 +9,7 @@ time and model / baseline for a rate, so it is above 1 when the model is faster.
 """
 from __future__ import annotations
 
-from modelmake.metrics.evaluate import FAMILIES, TIMED
+from modelmake.metrics.catalogue import FAMILIES, TIMED
 
 # goal key -> (compares with the baseline?, what its number measures, smallest allowed target)
 KINDS: dict[str, tuple[bool, str, float | None]] = {

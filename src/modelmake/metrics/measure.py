@@ -37,6 +37,7 @@ class Evaluation:
     custom_files: dict[str, str]               # custom metric -> its module file
     custom_code: dict[str, str]                # custom metric -> that file's digest
     recipe_file: str                           # the recipe as the user knows it, for messages
+    batching: str                              # how rows are grouped into batches (build/steps.EvalStep)
 
 
 @dataclass
@@ -84,7 +85,8 @@ def _quality(m: _Measuring) -> dict[str, dict]:
     out = {}
     for role in m.models:
         model, tok = m.path(role)
-        key = m.key("quality", role, max_length=m.ev["max_length"], batch_size=m.ev["batch_size"])
+        key = m.key("quality", role, max_length=m.ev["max_length"], batch_size=m.ev["batch_size"],
+                    batching=m.e.batching)
         out[role] = m.stored(key, f"{role} quality", lambda model=model, tok=tok: evaluate.measure_quality(
             model, tok, m.texts, m.labels, batch_size=m.ev["batch_size"], max_length=m.ev["max_length"]))
     return out
@@ -99,6 +101,7 @@ def _similarity(m: _Measuring) -> dict[str, dict]:
 
     task = m.e.model_task
     key = m.key("similarity", task=task, max_length=m.ev["max_length"], batch_size=m.ev["batch_size"],
+                batching=m.e.batching,
                 models={role: [folder_content(f), folder_content(t)] for role, (f, t) in m.models.items()})
     return {"model": m.stored(key, "similarity", lambda: evaluate.measure_similarity(
         m.path("model"), m.path("baseline"), m.texts, task, batch_size=m.ev["batch_size"],
@@ -163,7 +166,7 @@ def _custom(m: _Measuring) -> dict[str, dict]:
         extra = {"host": m.e.host} if c["host_dependent"] else {}
         for role in m.models:
             model, tok = m.path(role)
-            key = m.key("custom", role, metric=c, code=m.e.custom_code[c["name"]],
+            key = m.key("custom", role, metric=c, code=m.e.custom_code[c["name"]], batching=m.e.batching,
                         max_length=m.ev["max_length"], batch_size=m.ev["batch_size"], **extra)
             out[role].update(m.stored(key, f"{role} {c['name']}", lambda model=model, tok=tok: evaluate.measure_custom(
                 c["name"], c["function"], Path(file), where, model, tok, m.texts, m.labels,
@@ -172,7 +175,7 @@ def _custom(m: _Measuring) -> dict[str, dict]:
 
 
 # Each family measures what [evaluate] metrics asks of it and returns {role: {metric: value}}.
-# Another family is one more function here and a row in evaluate.FAMILIES.
+# Another family is one more function here and a row in metrics/catalogue.FAMILIES.
 _FAMILIES: tuple[Callable[[_Measuring], dict[str, dict]], ...] = (_quality, _similarity, _timings, _memory, _size,
                                                                        _custom)
 

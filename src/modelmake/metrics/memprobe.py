@@ -38,17 +38,14 @@ def main() -> int:
     request = json.loads(sys.stdin.read())
     import onnxruntime  # noqa: F401 - loaded before the reference point, like everything below
 
-    from modelmake.metrics.evaluate import _feeds, _fixed_batch, _session
-    from modelmake.passes.session_tune import session_options  # noqa: F401 - what _session imports
+    from modelmake.runtime import batches, sessions, timing
 
-    encoded = _fixed_batch(request["tokenizer"], request["rows"], len(request["rows"]), request["sequence"])
+    encoded = batches.fixed(request["tokenizer"], request["rows"], len(request["rows"]), request["sequence"])
     gc.collect()
     before_kb = _status_kb("VmRSS")
     _reset_peak()
-    session = _session(request["model"], request["threads"], request["settings"])
-    feeds = _feeds(session, encoded)
-    for _ in range(request["runs"]):
-        session.run(None, feeds)
+    session = sessions.session(request["model"], request["threads"], request["settings"])
+    timing.warm(session, sessions.feeds(session, encoded), request["runs"])
     peak_kb = _status_kb("VmHWM")
     print(json.dumps({"memory_mb": max(peak_kb - before_kb, 0) * 1024 / 1e6}))
     return 0

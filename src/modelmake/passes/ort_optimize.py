@@ -45,6 +45,8 @@ def _node_count(path) -> int:
 def run(ctx: StepContext) -> None:
     import onnxruntime as ort
 
+    from modelmake.runtime.sessions import cpu_session
+
     cfg = ctx.config
     src = ctx.model_dir / onnxmeta.MODEL_FILE
     dst = ctx.out_dir / onnxmeta.MODEL_FILE
@@ -59,8 +61,7 @@ def run(ctx: StepContext) -> None:
     disabled = sorted(set(cfg.disabled_optimizers))
     ctx.log(f"optimizing at level '{cfg.level}'"
             + (f", without {', '.join(disabled)}" if disabled else ""))
-    ort.InferenceSession(str(src), options, providers=["CPUExecutionProvider"],
-                         disabled_optimizers=disabled or None)
+    cpu_session(src, options, disabled_optimizers=disabled or None)
     if not dst.is_file():
         raise RuntimeError(f"onnxruntime did not write the optimized model to {dst}")
     onnxmeta.carry_over(src, dst)

@@ -14,16 +14,13 @@ from __future__ import annotations
 import itertools
 import json
 
-from modelmake.runtime import onnxmeta
+from modelmake.runtime import onnxmeta, sessions, timing
 from modelmake.passes.base import ONNX, Field, Pass, PassConfig, StepContext
 from modelmake.core.progress import bar
 
-SESSION_OPTIONS = onnxmeta.PREFIX + "session_options"
 EXECUTION_MODES = {"sequential": "ORT_SEQUENTIAL", "parallel": "ORT_PARALLEL"}
 GRAPH_LEVELS = {"basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 METRICS = ("p50", "p90", "mean")
-# The settings a consumer applies; the rest of the JSON documents how they were chosen.
-SETTINGS = ("intra_op_num_threads", "inter_op_num_threads", "execution_mode", "graph_optimization_level")
 SENTENCE = "the film follows a family through a long war and its quiet ending is moving and well acted"
 
 PASS = Pass(
@@ -76,56 +73,13 @@ def candidates(config: PassConfig) -> list[dict]:
     return grid
 
 
-def settings_of(props: dict[str, str]) -> dict | None:
-    """The tuned session settings in a model's metadata_props, or None when it has none."""
-    raw = props.get(SESSION_OPTIONS)
-    if raw is None:
-        return None
-    value = json.loads(raw)
-    return {k: value[k] for k in SETTINGS}
-
-
-def session_options(settings: dict | None = None, threads: int = 0):
-    """An ort.SessionOptions from tuned settings; without them ORT_ENABLE_ALL and `threads` intra-op threads."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if settings is None:
-        options.intra_op_num_threads = threads
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        return options
-    options.intra_op_num_threads = int(settings["intra_op_num_threads"])
-    options.inter_op_num_threads = int(settings["inter_op_num_threads"])
-    options.execution_mode = getattr(ort.ExecutionMode, settings["execution_mode"])
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, settings["graph_optimization_level"])
-    return options
-
-
-def _time(model_path, settings: dict, feeds_of, warmup: int, runs: int) -> list[float]:
+def _time(model_path, settings: dict, encoded: dict, warmup: int, runs: int) -> list[float]:
     """Milliseconds of `runs` calls in a fresh session (one session alive at a time: another
     session's idle thread pool would spin on the cores being measured)."""
-    import time
-
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model_path), session_options(settings),
-                                   providers=["CPUExecutionProvider"])
-    feeds = feeds_of(session)
-    for _ in range(warmup):
-        session.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, feeds)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
-def _stats(times: list[float]) -> dict:
-    import numpy as np
-
-    p50, p90 = np.percentile(np.array(times), [50, 90]).tolist()
-    return {"p50": p50, "p90": p90, "mean": float(np.mean(times))}
+    session = sessions.session(model_path, settings=settings)
+    feeds = sessions.feeds(session, encoded)
+    timing.warm(session, feeds, warmup)
+    return timing.timed(session, feeds, runs)
 
 
 def _row(c: dict) -> str:
@@ -137,8 +91,8 @@ def _row(c: dict) -> str:
 def run(ctx: StepContext) -> None:
     import onnx
 
-    from modelmake.core import textenc
     from modelmake.core.hostinfo import host_fingerprint
+    from modelmake.runtime import batches
 
     cfg = ctx.config
     grid = candidates(cfg)
@@ -149,11 +103,7 @@ def run(ctx: StepContext) -> None:
     words = SENTENCE.split()
     # Enough words that truncation, not padding, sets the length: every position is a real token.
     text = " ".join(words[i % len(words)] for i in range(cfg.sequence))
-    encoded = textenc.encode(ctx.tokenizer_dir, [text] * cfg.batch, max_length=cfg.sequence,
-                             pad_to=cfg.sequence)
-
-    def feeds_of(session) -> dict:
-        return {i.name: encoded[i.name] for i in session.get_inputs()}
+    encoded = batches.fixed(ctx.tokenizer_dir, [text], cfg.batch, cfg.sequence)
 
     rounds = min(cfg.rounds, cfg.runs)
     share, extra = divmod(cfg.runs, rounds)
@@ -165,10 +115,10 @@ def run(ctx: StepContext) -> None:
             # alternate the order so a steady drift in host load favours no end of the grid
             order = range(len(grid)) if r % 2 == 0 else reversed(range(len(grid)))
             for i in order:
-                times[i] += _time(src, grid[i], feeds_of, cfg.warmup, share + (r < extra))
+                times[i] += _time(src, grid[i], encoded, cfg.warmup, share + (r < extra))
                 progress.advance()
     for c, t in zip(grid, times):
-        c.update(_stats(t))
+        c.update(timing.stats(t, METRICS))
     # min() keeps the first of equal times, so ties go to the earlier (usually cheaper) candidate
     best = min(grid, key=lambda c: c[cfg.metric])
     ctx.log("intra inter mode       level     p50 ms   p90 ms  mean ms")
@@ -176,14 +126,14 @@ def run(ctx: StepContext) -> None:
         mark = "  <- best" if c is best else ""
         ctx.log(f"{_row(c)} {c['p50']:8.2f} {c['p90']:8.2f} {c['mean']:8.2f}{mark}")
 
-    record = {k: best[k] for k in SETTINGS}
+    record = {k: best[k] for k in sessions.SETTINGS}
     record["measured"] = {
         "metric": cfg.metric, "batch": cfg.batch, "sequence": cfg.sequence,
         "warmup": cfg.warmup, "runs": cfg.runs, "rounds": rounds, "host": host_fingerprint(),
         "candidates": [{k: round(v, 4) if isinstance(v, float) else v for k, v in c.items()} for c in grid],
     }
     model = onnx.load(str(src))
-    onnxmeta.set_props(model, {SESSION_OPTIONS: json.dumps(record, sort_keys=True, separators=(",", ":"))})
+    onnxmeta.set_props(model, {onnxmeta.SESSION_OPTIONS: json.dumps(record, sort_keys=True, separators=(",", ":"))})
     onnx.save(model, str(dst))
     onnxmeta.check(dst)
     worst = max(grid, key=lambda c: c[cfg.metric])

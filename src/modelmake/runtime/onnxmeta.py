@@ -20,6 +20,8 @@ MAX_LENGTH = PREFIX + "max_length"
 TASK = PREFIX + "task"
 POOLING = PREFIX + "pooling"       # how token states became the embedding: "mean" or "cls"
 NORMALIZE = PREFIX + "normalize"   # "true" when the embedding is L2-normalized in the graph
+# written by session-tune: the fastest session settings on its host, and how they were chosen (JSON)
+SESSION_OPTIONS = PREFIX + "session_options"
 
 MODEL_FILE = "model.onnx"
 
@@ -55,10 +57,11 @@ def carry_over(src: Path, dst: Path) -> dict[str, str]:
 def check(model_path: Path) -> None:
     """Fail unless the file passes the ONNX checker and ORT can build a CPU session from it."""
     import onnx
-    import onnxruntime as ort
+
+    from modelmake.runtime.sessions import cpu_session
 
     onnx.checker.check_model(str(model_path))
-    ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    cpu_session(model_path)
 
 
 def external_files(model_path: Path) -> list[str]:
