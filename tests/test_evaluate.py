@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from buildkit import build_project, copy_project, doit, file_bytes, recipe_text
-from modelmake.metrics import evaluate, goals
+from modelmake.metrics import goals
 from modelmake.runtime import timing
 
 METRICS = 'metrics = ["accuracy", "f1", "latency", "size"]'
