@@ -31,6 +31,10 @@ PASS = Pass(
               "fraction of the steps over which the learning rate rises linearly from 0", min=0.0,
               max=1.0),
         Field("seed", "int", 0, "seed of subset choice, shuffling, dropout, new head and adapter weights"),
+        Field("group_by_length", "bool", True,
+              "put rows of similar token count in the same batch (shuffled in groups of 50 batches, "
+              "then the batches shuffled), as Hugging Face's group_by_length: far less padding, "
+              "same rows per epoch"),
         Field("method", "str", "full",
               "'full' trains every weight; 'lora' trains low-rank adapters on `lora_target_modules` "
               "and the classifier head in full, then merges the adapters into the weights (the "
@@ -103,28 +107,67 @@ def _schedule(optimizer, warmup: int, total: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+GROUP = 50     # batches per length group (Hugging Face's LengthGroupedSampler uses 50 too)
+JITTER = 4.0   # tokens of random noise added to each row's length before grouping, drawn per epoch
+
+
+def epoch_batches(lengths: list[int], batch_size: int, generator, group_by_length: bool) -> list[list[int]]:
+    """Row indices of every optimizer step of one epoch. The rows are shuffled; with
+    group_by_length, each run of GROUP * batch_size shuffled rows is sorted by length plus up to
+    JITTER tokens of noise and cut into batches, and the batches are shuffled: a batch holds rows
+    of similar length (little padding), and both which rows share a batch and the order of the
+    batches change from epoch to epoch, even when all rows fit in one group."""
+    import torch
+
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    if not group_by_length:
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    noise = (torch.rand(len(lengths), generator=generator) * JITTER).tolist()
+    span = GROUP * batch_size
+    out: list[list[int]] = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: lengths[i] + noise[i])
+        out += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    shuffle = torch.randperm(len(out), generator=generator).tolist()
+    return [out[i] for i in shuffle]
+
+
+def _padded(encoded: dict[str, list[list[int]]], rows: list[int], pad_id: int) -> dict:
+    """The rows' pre-tokenized inputs, padded on the right to the longest of them."""
+    import torch
+
+    width = max(len(encoded["input_ids"][i]) for i in rows)
+    out = {}
+    for name, values in encoded.items():
+        fill = pad_id if name == "input_ids" else 0
+        out[name] = torch.tensor([values[i] + [fill] * (width - len(values[i])) for i in rows], dtype=torch.long)
+    return out
+
+
 def train(model, tokenizer, rows: list[tuple[str, int]], cfg: PassConfig) -> list[float]:
     """Train `model` in place; returns the loss of every step."""
     import torch
 
-    n, bs = len(rows), cfg.batch_size
-    steps_per_epoch = (n + bs - 1) // bs
-    total = steps_per_epoch * cfg.epochs
+    if tokenizer.padding_side != "right":
+        raise ValueError(f"fine-tuning pads on the right; this tokenizer pads on the {tokenizer.padding_side}")
+    # every text is tokenized once; a batch only pads what it holds
+    encoded = dict(tokenizer([t for t, _ in rows], truncation=True, max_length=cfg.max_length))
+    encoded = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    targets = torch.tensor([y for _, y in rows], dtype=torch.long)
+    order_rng = torch.Generator().manual_seed(cfg.seed)
+    plan = [epoch_batches(lengths, cfg.batch_size, order_rng, cfg.group_by_length) for _ in range(cfg.epochs)]
+    total = sum(len(epoch) for epoch in plan)
     optimizer = _optimizer(model, cfg.learning_rate, cfg.weight_decay)
     schedule = _schedule(optimizer, int(total * cfg.warmup_ratio), total)
-    order_rng = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # dropout masks
     losses: list[float] = []
     model.train()
     with bar("fine-tune", total) as progress:
-        for _ in range(cfg.epochs):
-            order = torch.randperm(n, generator=order_rng).tolist()
-            for start in range(0, n, bs):
-                batch = [rows[i] for i in order[start:start + bs]]
-                enc = tokenizer([t for t, _ in batch], truncation=True, max_length=cfg.max_length,
-                                padding="longest", return_tensors="pt")
-                labels = torch.tensor([y for _, y in batch], dtype=torch.long)
-                loss = model(**enc, labels=labels).loss
+        for epoch in plan:
+            for batch in epoch:
+                enc = _padded(encoded, batch, tokenizer.pad_token_id or 0)
+                loss = model(**enc, labels=targets[batch]).loss
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
@@ -219,7 +262,7 @@ def run(ctx: StepContext) -> None:
     losses = train(model, tokenizer, rows, cfg)
     if cfg.method == "lora":
         model = _merged(model)
-    steps_per_epoch = (len(rows) + cfg.batch_size - 1) // cfg.batch_size
+    steps_per_epoch = len(losses) // cfg.epochs
     last_epoch = losses[-steps_per_epoch:]
     ctx.log(f"mean loss: first epoch {sum(losses[:steps_per_epoch]) / steps_per_epoch:.4f}, "
             f"last epoch {sum(last_epoch) / len(last_epoch):.4f}")

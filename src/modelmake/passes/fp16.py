@@ -47,8 +47,6 @@ def run(ctx: StepContext) -> None:
     # Blocked ops get their Cast nodes appended after their consumers; the checker wants order.
     model.topological_sort(is_deterministic=True)
     converted = model.model
-    onnx.save(converted, str(dst))
-    onnxmeta.carry_over(src, dst)
-    onnxmeta.check(dst)
+    onnxmeta.finish(dst, source=src, proto=converted)
     casts = collections.Counter(n.op_type for n in converted.graph.node)["Cast"]
     ctx.log(f"{src.stat().st_size / 1e6:.1f} MB -> {dst.stat().st_size / 1e6:.1f} MB; {casts} Cast nodes")

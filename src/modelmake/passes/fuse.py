@@ -61,8 +61,7 @@ def run(ctx: StepContext) -> None:
     optimized = optimize_model(str(src), model_type=cfg.model_type, num_heads=heads,
                                hidden_size=hidden, opt_level=cfg.opt_level, use_gpu=False)
     optimized.save_model_to_file(str(dst))
-    onnxmeta.carry_over(src, dst)
-    onnxmeta.check(dst)
+    onnxmeta.finish(dst, source=src)
     stats = {k: v for k, v in sorted(optimized.get_fused_operator_statistics().items()) if v}
     ctx.log("fused: " + (", ".join(f"{k}={v}" for k, v in stats.items()) or "nothing"))
     if not any("Attention" in k for k in stats):

@@ -129,9 +129,7 @@ def run(ctx: StepContext) -> None:
     done = len(targets)
     with bar(f"int{cfg.bits}", done) as progress:
         quantize_model(model, targets, cfg.bits, cfg.block_size, cfg.symmetric, cfg.accuracy_level, progress)
-    onnx.save(model, str(dst))
-    onnxmeta.carry_over(src, dst)
-    onnxmeta.check(dst)
+    onnxmeta.finish(dst, source=src, proto=model)
     ctx.log(f"{done} of {matmuls} MatMuls became MatMulNBits; "
             f"{src.stat().st_size / 1e6:.1f} MB -> {dst.stat().st_size / 1e6:.1f} MB")
     if not done:

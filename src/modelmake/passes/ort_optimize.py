@@ -64,6 +64,5 @@ def run(ctx: StepContext) -> None:
     cpu_session(src, options, disabled_optimizers=disabled or None)
     if not dst.is_file():
         raise RuntimeError(f"onnxruntime did not write the optimized model to {dst}")
-    onnxmeta.carry_over(src, dst)
-    onnxmeta.check(dst)
+    onnxmeta.finish(dst, source=src)
     ctx.log(f"nodes: {_node_count(src)} -> {_node_count(dst)}")

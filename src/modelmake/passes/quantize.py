@@ -47,6 +47,5 @@ def run(ctx: StepContext) -> None:
             nodes_to_exclude=list(cfg.nodes_to_exclude) or None,
             extra_options=q.extra_options(),
         )
-    onnxmeta.carry_over(src, dst)
-    onnxmeta.check(dst)
+    onnxmeta.finish(dst, source=src)
     onnxmeta.log_quantized(ctx, src, dst, _QUANTIZED_OPS)

@@ -141,8 +141,7 @@ def run(ctx: StepContext) -> None:
     attention = cfg.attention or "attention"   # None when fusions = false, where it is not used
     ctx.log("optimizing with onnxscript" + (f", fusing for ORT (attention: {attention})" if cfg.fusions else ""))
     optimize_file(src, dst, cfg.fusions, attention)
-    onnxmeta.carry_over(src, dst)
-    onnxmeta.check(dst)
+    onnxmeta.finish(dst, source=src)
     before, after = onnxmeta.op_counts(src), onnxmeta.op_counts(dst)
     contrib = contrib_ops(dst)
     made = {k: v for k, v in after.items() if k in contrib and v > before.get(k, 0)}

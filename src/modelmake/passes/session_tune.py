@@ -133,9 +133,8 @@ def run(ctx: StepContext) -> None:
         "candidates": [{k: round(v, 4) if isinstance(v, float) else v for k, v in c.items()} for c in grid],
     }
     model = onnx.load(str(src))
-    onnxmeta.set_props(model, {onnxmeta.SESSION_OPTIONS: json.dumps(record, sort_keys=True, separators=(",", ":"))})
-    onnx.save(model, str(dst))
-    onnxmeta.check(dst)
+    onnxmeta.finish(dst, {onnxmeta.SESSION_OPTIONS: json.dumps(record, sort_keys=True, separators=(",", ":"))},
+                    proto=model)
     worst = max(grid, key=lambda c: c[cfg.metric])
     ctx.log(f"best by {cfg.metric}: intra {best['intra_op_num_threads']}, inter "
             f"{best['inter_op_num_threads']}, {best['execution_mode']}, {best['graph_optimization_level']}: "

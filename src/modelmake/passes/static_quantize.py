@@ -187,6 +187,5 @@ def run(ctx: StepContext) -> None:
                 calibration_providers=["CPUExecutionProvider"],
                 extra_options=extra,
             )
-    onnxmeta.carry_over(src, dst)
-    onnxmeta.check(dst)
+    onnxmeta.finish(dst, source=src)
     onnxmeta.log_quantized(ctx, src, dst, _QUANTIZED_OPS)

@@ -1,7 +1,8 @@
 """ONNX metadata_props shared by the ONNX passes: what export records and later passes read.
 
 The ORT optimizer and quantizer rebuild the model proto and may drop metadata_props, so every
-ONNX -> ONNX pass copies them from its input to its output with `carry_over`.
+ONNX -> ONNX pass copies them from its input to its output with `finish`, which also checks the
+model and writes it once.
 """
 from __future__ import annotations
 
@@ -43,25 +44,62 @@ def set_props(model, props: dict[str, str]) -> None:
         model.metadata_props.add(key=key, value=merged[key])
 
 
-def carry_over(src: Path, dst: Path) -> dict[str, str]:
-    """Copy src's metadata_props onto the ONNX file dst (rewritten in place); returns them."""
-    import onnx
-
-    props = read(src)
-    model = onnx.load(str(dst))
-    set_props(model, props)
-    onnx.save(model, str(dst))
-    return props
-
-
 def check(model_path: Path) -> None:
     """Fail unless the file passes the ONNX checker and ORT can build a CPU session from it."""
     import onnx
 
+    onnx.checker.check_model(str(model_path))
+    _loads(str(model_path))
+
+
+def _loads(model) -> None:
+    """ORT builds a CPU session from `model` (a path or serialized bytes): every op has a kernel
+    and the graph is valid. Graph optimizations are off: they only cost time here, and the
+    sessions that run the model apply their own."""
+    import onnxruntime as ort
+
     from modelmake.runtime.sessions import cpu_session
 
-    onnx.checker.check_model(str(model_path))
-    cpu_session(model_path)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    cpu_session(model, options)
+
+
+# protobuf cannot serialize a model of 2 GB or more in one piece; such models go through files
+_IN_MEMORY_LIMIT = 1 << 30
+
+
+def finish(model_path: Path, props: dict | None = None, source: Path | None = None, edit=None, proto=None):
+    """End an ONNX pass's output at `model_path`: carry `source`'s metadata over (ORT's optimizer
+    and quantizer drop it), set `props`, apply `edit(proto)`, then check the model with the ONNX
+    checker and an ORT CPU session, reading and writing the file once (not read at all when the
+    pass hands over its `proto`). Returns the ModelProto (weights loaded)."""
+    import onnx
+
+    model_path = Path(model_path)
+    proto = onnx.load(str(model_path)) if proto is None else proto
+    if edit is not None:
+        edit(proto)
+    merged = read(source) if source is not None else {}
+    merged.update(props or {})
+    set_props(proto, merged)
+    if proto.ByteSize() >= _IN_MEMORY_LIMIT or uses_external_data(proto):
+        onnx.save(proto, str(model_path))
+        check(model_path)
+        return proto
+    data = proto.SerializeToString()
+    onnx.checker.check_model(data)
+    _loads(data)
+    tmp = model_path.with_name(f".mm-{model_path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(model_path)
+    return proto
+
+
+def uses_external_data(proto) -> bool:
+    from onnx.external_data_helper import uses_external_data as external
+
+    return any(external(t) for t in _tensors(proto.graph))
 
 
 def external_files(model_path: Path) -> list[str]:

@@ -37,7 +37,8 @@ def cpu_session(model_path: Path, options=None, **kwargs):
     to InferenceSession as they are (e.g. disabled_optimizers)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(model_path), options, providers=PROVIDERS, **kwargs)
+    model = model_path if isinstance(model_path, bytes) else str(model_path)  # a file, or a serialized model
+    return ort.InferenceSession(model, options, providers=PROVIDERS, **kwargs)
 
 
 def session(model_path: Path, threads: int = 0, settings: dict | None = None):

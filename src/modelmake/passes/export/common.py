@@ -46,14 +46,20 @@ def dummy(tokenizer, names: list[str]):
     return tuple(encoded[n].to(torch.int64) for n in names)
 
 
-def _export_torchscript(module, args, names: list[str], path: Path, opset: int) -> None:
+def _export_torchscript(module, args, names: list[str], path: Path, opset: int):
+    """The exported model, kept in memory: finish() writes it once, with its metadata."""
+    import io
+
+    import onnx
     import torch
 
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
-    torch.onnx.export(module, args, str(path), dynamo=False, input_names=names,
+    buffer = io.BytesIO()
+    torch.onnx.export(module, args, buffer, dynamo=False, input_names=names,
                       output_names=["logits"], dynamic_axes=axes, opset_version=opset,
                       do_constant_folding=True)
+    return onnx.load_model_from_string(buffer.getvalue())
 
 
 def require_onnxscript() -> None:
@@ -126,8 +132,9 @@ def _drop_provenance(model) -> None:
             value.metadata_props.clear()
 
 
-def export_quietly(cfg: PassConfig, module, args, names: list[str], path: Path) -> None:
-    """Export with the configured exporter, silencing warnings that are known not to matter."""
+def export_quietly(cfg: PassConfig, module, args, names: list[str], path: Path):
+    """Export with the configured exporter, silencing warnings that are known not to matter.
+    Returns the model when the exporter kept it in memory, None when it wrote `path`."""
     import torch
 
     export = _export_dynamo if cfg.exporter == "dynamo" else _export_torchscript
@@ -139,19 +146,13 @@ def export_quietly(cfg: PassConfig, module, args, names: list[str], path: Path) 
         warnings.filterwarnings("ignore", message=".*aten::index.*")
         # The TorchScript exporter is deprecated but is the one whose graphs ORT fuses fully.
         warnings.simplefilter("ignore", category=DeprecationWarning)
-        export(module, args, names, path, cfg.opset)
+        return export(module, args, names, path, cfg.opset)
 
 
-def finish(ctx: StepContext, props: dict, edit: Callable | None = None) -> None:
-    """End an export written to out_dir/model.onnx: `edit` the graph (if given), record `props`
-    and the recipe's max_length in its metadata, save it, check it with the ONNX checker, log it."""
-    import onnx
-
+def finish(ctx: StepContext, props: dict, edit: Callable | None = None, proto=None) -> None:
+    """End an export (`proto`, or the model written to out_dir/model.onnx): `edit` the graph (if
+    given), record `props` and the recipe's max_length in its metadata, save it once, check it
+    with the ONNX checker and ORT, log it."""
     path = ctx.out_dir / onnxmeta.MODEL_FILE
-    proto = onnx.load(str(path))
-    if edit is not None:
-        edit(proto)
-    onnxmeta.set_props(proto, {**props, onnxmeta.MAX_LENGTH: ctx.config.max_length})
-    onnx.save(proto, str(path))
-    onnxmeta.check(path)
+    proto = onnxmeta.finish(path, {**props, onnxmeta.MAX_LENGTH: ctx.config.max_length}, edit=edit, proto=proto)
     ctx.log(f"wrote {path.name} ({path.stat().st_size / 1e6:.1f} MB, {len(proto.graph.node)} nodes)")

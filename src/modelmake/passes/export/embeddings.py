@@ -109,7 +109,7 @@ def run_embeddings(ctx: StepContext) -> None:
         raise ValueError("mean pooling needs the attention mask, which this tokenizer does not give")
     ctx.log(f"exporting the bare {type(model).__name__} with {cfg.exporter} (opset {cfg.opset}, "
             f"{pooling} pooling{', L2-normalized' if normalize else ''}, inputs {', '.join(names)})")
-    common.export_quietly(cfg, _embeddings_module(model, names, pooling, normalize),
+    exported = common.export_quietly(cfg, _embeddings_module(model, names, pooling, normalize),
                           common.dummy(tokenizer, names), names, ctx.out_dir / onnxmeta.MODEL_FILE)
     shape = common.shape_props(model.config)
     hidden = shape[onnxmeta.HIDDEN_SIZE]
@@ -124,4 +124,4 @@ def run_embeddings(ctx: StepContext) -> None:
         onnxmeta.MODEL_TYPE: model.config.model_type, **shape,
         onnxmeta.TASK: FEATURE_EXTRACTION, onnxmeta.POOLING: pooling,
         onnxmeta.NORMALIZE: "true" if normalize else "false",
-    }, edit=name_output)
+    }, edit=name_output, proto=exported)

@@ -47,7 +47,7 @@ def run_hf(ctx: StepContext) -> None:
     common.check_max_length(model, cfg.max_length)
     names = common.input_names(model, tokenizer)
     ctx.log(f"exporting with {cfg.exporter} (opset {cfg.opset}, inputs {', '.join(names)})")
-    common.export_quietly(cfg, _logits_module(model, names), common.dummy(tokenizer, names), names,
+    exported = common.export_quietly(cfg, _logits_module(model, names), common.dummy(tokenizer, names), names,
                           ctx.out_dir / onnxmeta.MODEL_FILE)
     mc = model.config
     common.finish(ctx, {
@@ -55,4 +55,4 @@ def run_hf(ctx: StepContext) -> None:
         **common.shape_props(mc),
         onnxmeta.ID2LABEL: json.dumps({str(k): v for k, v in sorted(mc.id2label.items())},
                                       sort_keys=True, separators=(",", ":")),
-    })
+    }, proto=exported)

@@ -116,10 +116,10 @@ def run_pytorch(ctx: StepContext) -> None:
         n_classes = _check_logits(logits, int(args[0].shape[0]), what)
         ctx.log(f"exporting {type(net).__name__} from {function} with {cfg.exporter} "
                 f"(opset {cfg.opset}, inputs {', '.join(names)}, {n_classes} classes)")
-        common.export_quietly(cfg, module, args, names, ctx.out_dir / onnxmeta.MODEL_FILE)
+        exported = common.export_quietly(cfg, module, args, names, ctx.out_dir / onnxmeta.MODEL_FILE)
         props = _known_props(net, n_classes)
     missing = [k.removeprefix(onnxmeta.PREFIX) for k in (onnxmeta.NUM_HEADS, onnxmeta.ID2LABEL) if k not in props]
     if missing:
         ctx.log(f"note: the module has no transformers-style config, so {' and '.join(missing)} are not "
                 "recorded (ort-fusion then needs num_heads and hidden_size in its config)")
-    common.finish(ctx, props)
+    common.finish(ctx, props, proto=exported)
