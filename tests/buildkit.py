@@ -155,6 +155,29 @@ def doit(project: Path, *args: str, env: dict | None = None, timeout: float = 60
     return run
 
 
+def parse_text(tmp_path: Path, text: str, name: str = "tiny"):
+    """Parse `text` as recipes/<name>.toml of a scratch folder, as a build would read it."""
+    from modelmake.inputs.recipe import parse_recipe
+
+    (tmp_path / "recipes").mkdir(exist_ok=True)
+    file = tmp_path / "recipes" / f"{name}.toml"
+    file.write_text(text)
+    return parse_recipe(file, f"recipes/{name}.toml")
+
+
+def recipe_error(tmp_path: Path, text: str, name: str = "tiny") -> str:
+    """The one-line error a bad recipe gives; asserts it is one line naming the recipe file."""
+    import pytest
+
+    from modelmake.inputs.recipe import RecipeError
+
+    with pytest.raises(RecipeError) as info:
+        parse_text(tmp_path, text, name)
+    line = str(info.value)
+    assert "\n" not in line and line.startswith(f"recipes/{name}.toml: "), line
+    return line
+
+
 def steps_of(project: Path) -> dict:
     """{task name: typed step} of a project's recipes, compiled as a build would (nothing runs)."""
     from modelmake.build.compile import compile_steps

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from buildkit import make_project, recipe_text, steps_of  # noqa: E402
+from buildkit import make_project, recipe_error, recipe_text, steps_of  # noqa: E402
 from test_passes import TEXTS, exported, one_thread, op_counts, ours, run_pass, tiny, work  # noqa: E402,F401
 from test_quant_passes import RECIPE, assert_close  # noqa: E402
 
 from modelmake.core import textenc  # noqa: E402
 from modelmake.passes import REGISTRY, script_fusion  # noqa: E402
 from modelmake.runtime import onnxmeta
-from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
+from modelmake.inputs.recipe import parse_recipe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OPSET = 18  # the dynamo exporter's own opset (lower ones are converted down), as the shipped recipe uses
@@ -207,13 +207,8 @@ def test_declaration():
      "only used when fusions = true"),
 ])
 def test_bad_config_is_one_clear_line(step, key, message, tmp_path):
-    recipe = tmp_path / "recipes" / "tiny.toml"
-    recipe.parent.mkdir()
-    recipe.write_text(RECIPE.format(step=step))
-    with pytest.raises(RecipeError) as info:
-        parse_recipe(recipe, "recipes/tiny.toml")
-    text = str(info.value)
-    assert "\n" not in text and text.startswith(f"recipes/tiny.toml: {key}: ") and message in text, text
+    text = recipe_error(tmp_path, RECIPE.format(step=step))
+    assert text.startswith(f"recipes/tiny.toml: {key}: ") and message in text, text
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 import buildkit  # noqa: E402
-from buildkit import doit, make_project, steps_of  # noqa: E402
+from buildkit import doit, make_project, parse_text, recipe_error, steps_of  # noqa: E402
 from tinymodel import make_tiny_bert  # noqa: E402
 
 from modelmake.metrics import evaluate
@@ -28,7 +28,6 @@ from modelmake.core import textenc  # noqa: E402
 from modelmake.runtime import onnxmeta  # noqa: E402
 from modelmake.runtime.onnxmeta import op_counts  # noqa: E402
 from modelmake.passes.export.embeddings import pooling_of  # noqa: E402
-from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
 FE = "feature-extraction"
 TEXTS = ["good fun movie", "the plot was about a family and a war in the city " * 3,
@@ -214,10 +213,7 @@ def test_cosine_stats_edge_cases():
 # --- recipes: what a feature-extraction recipe may ask for -------------------------------------
 
 def _parse(tmp_path: Path, text: str):
-    (tmp_path / "recipes").mkdir(exist_ok=True)
-    f = tmp_path / "recipes" / "emb.toml"
-    f.write_text(text)
-    return parse_recipe(f, "recipes/emb.toml")
+    return parse_text(tmp_path, text, "emb")
 
 
 @pytest.mark.parametrize("text, where, says", [
@@ -233,9 +229,8 @@ def _parse(tmp_path: Path, text: str):
                       '[[pass]]\nname = "export"'), "pass[0].type", "'finetune' is for model.task 'text-classification'"),
 ])
 def test_recipe_errors(tmp_path, text, where, says):
-    with pytest.raises(RecipeError) as e:
-        _parse(tmp_path, text)
-    assert str(e.value).startswith(f"recipes/emb.toml: {where}: ") and says in str(e.value), str(e.value)
+    line = recipe_error(tmp_path, text, "emb")
+    assert line.startswith(f"recipes/emb.toml: {where}: ") and says in line, line
 
 
 def test_default_metrics_follow_the_task(tmp_path):

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from buildkit import parse_text, recipe_error  # noqa: E402
 from test_passes import (SPEC, TEXTS, exported, fused, one_thread, ours, op_counts, reviews, run_pass,  # noqa: E402,F401
                          tiny, work)
 
@@ -25,7 +26,6 @@ from modelmake.core import textenc  # noqa: E402
 from modelmake.runtime import onnxmeta  # noqa: E402
 from modelmake.passes import static_quantize  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
-from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
 CALIBRATE = {"data": "reviews", "samples": 32, "batch_size": 8, "max_length": 32}
 
@@ -207,19 +207,11 @@ name = "q"
     ('type = "fp16"\nop_block_list = "Softmax"', "pass[1].op_block_list", "expected a list of strings"),
 ])
 def test_bad_config_is_one_clear_line(step, key, message, tmp_path):
-    recipe = tmp_path / "recipes" / "tiny.toml"
-    recipe.parent.mkdir()
-    recipe.write_text(RECIPE.format(step=step))
-    with pytest.raises(RecipeError) as info:
-        parse_recipe(recipe, "recipes/tiny.toml")
-    text = str(info.value)
-    assert "\n" not in text and text.startswith(f"recipes/tiny.toml: {key}: ") and message in text, text
+    text = recipe_error(tmp_path, RECIPE.format(step=step))
+    assert text.startswith(f"recipes/tiny.toml: {key}: ") and message in text, text
 
 
 def test_good_config_is_normalized(tmp_path):
-    recipe = tmp_path / "recipes" / "tiny.toml"
-    recipe.parent.mkdir()
-    recipe.write_text(RECIPE.format(step='type = "static-int8"\ndata = "reviews"\nmethod = "entropy"'))
-    step = parse_recipe(recipe).steps[1]
+    step = parse_text(tmp_path, RECIPE.format(step='type = "static-int8"\ndata = "reviews"\nmethod = "entropy"')).steps[1]
     assert step.config["method"] == "entropy" and step.config["samples"] == 128
     assert list(step.config) == sorted(f.name for f in static_quantize.PASS.fields)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from buildkit import parse_text, recipe_error  # noqa: E402
 from test_passes import (exported, fused, one_thread, op_counts, ort_logits, ours, run_pass,  # noqa: E402,F401
                          tiny, work)
 
@@ -23,7 +24,6 @@ from modelmake.metrics import evaluate
 from modelmake import package  # noqa: E402
 from modelmake.passes import REGISTRY, ort_optimize, session_tune  # noqa: E402
 from modelmake.runtime import onnxmeta, sessions
-from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
 
 # Small enough to time in well under a second, but a real grid (two candidates).
 TINY_TUNE = {"intra_op_threads": [1, 2], "warmup": 1, "runs": 5, "sequence": 16}
@@ -173,14 +173,8 @@ def test_tuned_settings_reach_latency_and_package(tuned, fused, tiny, work):
      "expected one of 'basic', 'extended', 'all', got 'layout'"),
 ])
 def test_recipe_validation(step, key, message, tmp_path):
-    recipe = tmp_path / "recipes" / "tiny.toml"
-    recipe.parent.mkdir()
     head = '[model]\npath = "model"\n\n[[pass]]\nname = "export"\ntype = "onnx-export"\n\n[[pass]]\nname = "s"\n'
-    recipe.write_text(head + 'type = "ort-optimize"\n[[pass]]\nname = "t"\ntype = "session-tune"\n')
-    parsed = parse_recipe(recipe)  # the defaults are valid
-    assert [s.type for s in parsed.steps] == ["onnx-export", "ort-optimize", "session-tune"]
-    recipe.write_text(head + step + "\n")
-    with pytest.raises(RecipeError) as e:
-        parse_recipe(recipe)
-    assert e.value.key == f"pass[1].{key}" and message in e.value.message
-    assert "\n" not in str(e.value)
+    parsed = parse_text(tmp_path, head + 'type = "ort-optimize"\n[[pass]]\nname = "t"\ntype = "session-tune"\n')
+    assert [s.type for s in parsed.steps] == ["onnx-export", "ort-optimize", "session-tune"]  # the defaults are valid
+    text = recipe_error(tmp_path, head + step + "\n")
+    assert text.startswith(f"recipes/tiny.toml: pass[1].{key}: ") and message in text, text
