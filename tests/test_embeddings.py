@@ -25,7 +25,8 @@ from modelmake.metrics import evaluate
 from modelmake.build import keys
 from modelmake.core import textenc  # noqa: E402
 from modelmake.build.graph import compile_tasks, find_project  # noqa: E402
-from modelmake.passes import get, onnxmeta  # noqa: E402
+from modelmake.passes import get  # noqa: E402
+from modelmake.runtime import onnxmeta  # noqa: E402
 from modelmake.runtime.onnxmeta import op_counts  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
 from modelmake.passes.export import pooling_of  # noqa: E402

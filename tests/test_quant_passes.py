@@ -21,8 +21,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_passes import (SPEC, TEXTS, exported, fused, one_thread, ours, op_counts, reviews,  # noqa: E402,F401
                          tiny, work)
 
-from modelmake import textenc  # noqa: E402
-from modelmake.passes import REGISTRY, onnxmeta  # noqa: E402
+from modelmake.core import textenc  # noqa: E402
+from modelmake.passes import REGISTRY  # noqa: E402
+from modelmake.runtime import onnxmeta  # noqa: E402
 from modelmake.passes import fp16, int4, static_quantize  # noqa: E402
 from modelmake.passes.base import StepContext  # noqa: E402
 from modelmake.inputs.recipe import RecipeError, parse_recipe  # noqa: E402
