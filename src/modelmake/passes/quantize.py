@@ -27,12 +27,6 @@ PASS = Pass(
 )
 
 
-# Ops ORT's dynamic quantizer emits; counting them shows what was actually quantized.
-_QUANTIZED_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger",
-                  "MatMulIntegerToFloat", "QAttention", "QGemm", "ConvInteger", "QEmbedLayerNormalization",
-                  "DynamicQuantizeLSTM"}
-
-
 def run(ctx: StepContext) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -57,4 +51,4 @@ def run(ctx: StepContext) -> None:
         )
     onnxmeta.carry_over(src, dst)
     onnxmeta.check(dst)
-    onnxmeta.log_quantized(ctx, src, dst, _QUANTIZED_OPS)
+    onnxmeta.log_quantized(ctx, src, dst)
