@@ -4,14 +4,18 @@ from __future__ import annotations
 from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
 
+# shared with static-int8: the same ORT option with the same reason (docs/quantization.md)
+REDUCE_RANGE = Field("reduce_range", "bool", False,
+                     "quantize weights to 7 bits, so that x86 CPUs without VNNI (AVX2), whose int8 kernels "
+                     "add pairs of products in int16, cannot overflow and compute what VNNI/AMX CPUs compute")
+
 PASS = Pass(
     type="dynamic-int8",
     summary="Quantize weights to int8 with ORT dynamic quantization (activation scales computed per call)",
     fields=(
         Field("per_channel", "bool", True,
               "one scale per output channel instead of per tensor (much more accurate on MiniLM)"),
-        Field("reduce_range", "bool", False,
-              "quantize weights to 7 bits, for older x86 CPUs without VNNI that can overflow int16 sums"),
+        REDUCE_RANGE,
         Field("weight_type", "str", "qint8", "integer type of the quantized weights",
               choices=("qint8", "quint8")),
         Field("op_types", "list[str]", [],

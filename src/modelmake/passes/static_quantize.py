@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from modelmake.runtime import onnxmeta
 from modelmake.passes.base import ONNX, Field, Pass, StepContext
+from modelmake.passes.quantize import REDUCE_RANGE
 
 PASS = Pass(
     type="static-int8",
@@ -30,6 +31,7 @@ PASS = Pass(
         Field("percentile", "float", 99.999,
               "percentile of absolute activation values kept in range; used only by method 'percentile'", min=90.0, max=100.0),
         Field("per_channel", "bool", True, "one weight scale per output channel instead of per tensor"),
+        REDUCE_RANGE,
         Field("activation_type", "str", "quint8",
               "integer type of the quantized activations; ORT's x86 int8 kernels take uint8 "
               "activations, and with qint8 it left most MatMuls in float there (slower than fp32)",
@@ -168,7 +170,7 @@ def run(ctx: StepContext) -> None:
     n_texts = sum(len(next(iter(b.values()))) for b in batches)
     ctx.log(f"calibrating on {n_texts} texts of '{cfg['data']}' ({cfg['method']}), "
             f"quantizing {cfg['format']} (activations {cfg['activation_type']}, weights {cfg['weight_type']}, "
-            f"per_channel={cfg['per_channel']})")
+            f"per_channel={cfg['per_channel']}, reduce_range={cfg['reduce_range']})")
     extra = {
         # Fused contrib ops (Attention, SkipLayerNormalization...) carry no type info the
         # quantizer can infer; without a default it fails on an ORT-optimized model.
@@ -183,6 +185,7 @@ def run(ctx: StepContext) -> None:
                 quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[cfg["format"]],
                 op_types_to_quantize=list(cfg["op_types"]) or None,
                 per_channel=cfg["per_channel"],
+                reduce_range=cfg["reduce_range"],
                 activation_type=qtype[cfg["activation_type"]],
                 weight_type=qtype[cfg["weight_type"]],
                 nodes_to_exclude=list(cfg["nodes_to_exclude"]) or None,
