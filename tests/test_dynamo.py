@@ -7,7 +7,11 @@ still give the same logits.
 Tolerances (max |logit difference| on the same inputs):
   dynamo export vs torch          1e-4  (fp32, same math; measured ~1e-7)
   onnxscript-fusion vs its input  1e-4  (fused kernels reorder fp32 sums; measured ~1e-8)
-  dynamic-int8 vs fp32            2e-2  and the same argmax wherever fp32's margin exceeds it
+  dynamic-int8 vs fp32            2e-2  with exact int32 products (int8ref.check_int8), and the same
+                                        argmax wherever fp32's margin exceeds twice that; on AVX2
+                                        without VNNI, plus the int16 saturation of those products
+                                        (int8ref's reference of that arithmetic:
+                                        up to 2.6e-2 more on this noisy model)
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from buildkit import make_project, recipe_error, recipe_text, steps_of  # noqa: E402
 from test_passes import TEXTS, exported, one_thread, op_counts, ours, run_pass, tiny, work  # noqa: E402,F401
-from test_quant_passes import RECIPE, assert_close  # noqa: E402
+from int8ref import check_int8  # noqa: E402
+from test_quant_passes import RECIPE  # noqa: E402
 
 from modelmake.core import textenc  # noqa: E402
 from modelmake.passes import REGISTRY, script_fusion  # noqa: E402
@@ -186,8 +191,7 @@ def test_int8_quantizes_qkv_only_when_attention_stops_at_mha(fused, noisy, work)
     assert sizes["mha"] < sizes["attention"]
     for level, d in int8.items():
         for texts, max_length in BATCHES:
-            assert_close(session_logits(fused[level], noisy, texts, max_length),
-                         session_logits(d, noisy, texts, max_length), 2e-2)
+            check_int8(lambda m: session_logits(m, noisy, texts, max_length), fused[level], d, 2e-2)
 
 
 # --- recipes: validation and keys ---------------------------------------------------------------

@@ -20,13 +20,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SNAPSHOT = HERE / "data" / "recipe_keys.json"
+INTEGER_PASSES = {"dynamic-int8", "static-int8", "int4"}
 FIXED_HOST = {"cpu": "X", "cpu_flags": "F", "cores": 2, "machine": "x86_64", "onnxruntime": "v"}
 
 
 def symbolic_keys(monkeypatch) -> dict:
     from modelmake.build import compile as build_compile
     from modelmake.build.steps import EvalStep, PackageStep, PassStep, SourceStep
-    from modelmake.core import digest
+    from modelmake.core import digest, hostinfo
     from modelmake.metrics import measure
 
     monkeypatch.setattr(digest, "library_version", lambda dist: f"v-{dist}")
@@ -36,6 +37,17 @@ def symbolic_keys(monkeypatch) -> dict:
         return "content:" + os.path.normpath(folder)
 
     monkeypatch.setattr(measure, "folder_content", content)
+    # an output measurement of an integer model is keyed by the host's int8 path: decided here
+    # from the chain (a quantizing pass before the model) as the built model's ops would decide it
+    steps = build_compile.compile_steps(build_compile.find_project(REPO))
+    made_by = {s.out: s for s in steps if isinstance(s, PassStep)}
+
+    def integer(folder: str) -> bool:
+        step = made_by.get(folder)
+        return step is not None and (step.type in INTEGER_PASSES or integer(step.input))
+
+    monkeypatch.setattr(hostinfo, "int8_path", lambda: "P")
+    monkeypatch.setattr(measure._Measuring, "is_integer", lambda self, role: integer(self.models[role][0]))
     # size is read from the model file, not stored: it has no key
     monkeypatch.setattr(measure, "_FAMILIES", tuple(f for f in measure._FAMILIES if f.__name__ != "_size"))
     out: dict = {"measure": {}}
@@ -44,7 +56,7 @@ def symbolic_keys(monkeypatch) -> dict:
         out["measure"][label] = key
         return {}
 
-    for s in build_compile.compile_steps(build_compile.find_project(REPO)):
+    for s in steps:
         if isinstance(s, SourceStep):
             out[s.task] = {i.what: i.key(REPO, s.version) for i in s.items}
         elif isinstance(s, PassStep):

@@ -3,8 +3,11 @@
 Tolerances (max |logit difference| on the same inputs):
   onnx-export vs torch      1e-4  (fp32, same math; measured ~1e-8)
   ort-fusion vs onnx-export 1e-4  (fused kernels reorder fp32 sums; measured ~1e-8)
-  dynamic-int8 vs fp32      2e-2 and same argmax wherever fp32's margin exceeds it
-                            (tiny random model, logits ~0.1; measured ~2e-4)
+  dynamic-int8 vs fp32      2e-2 with exact int32 products, and the same argmax wherever fp32's
+                            margin exceeds twice that (tiny random model, logits ~0.1; measured
+                            ~1.3e-4); on AVX2 without VNNI plus the int16 saturation of those
+                            products, computed by int8ref's reference of that arithmetic (7e-4
+                            here, 3.4e-2 on the fine-tuned tiny model)
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from buildkit import run_pass  # noqa: E402,F401 (other test modules import it from here)
+from int8ref import KERNEL_TOLERANCE, check_int8  # noqa: E402
 from tinymodel import make_tiny_bert, make_tiny_reviews_csv  # noqa: E402
 
 from modelmake.metrics import evaluate
@@ -227,11 +231,7 @@ def test_int8_close_to_fp32(quantized, fused, tiny):
     onnx.checker.check_model(str(path))
     counts = op_counts(path)
     assert counts.get("QAttention") == 2 and counts.get("MatMulInteger", 0) > 0
-    fp32, int8 = ort_logits(fused, tiny), ort_logits(quantized, tiny)
-    assert np.abs(int8 - fp32).max() < 2e-2
-    top2 = np.sort(fp32, axis=-1)[:, -2:]
-    clear = (top2[:, 1] - top2[:, 0]) > 2e-2
-    assert (fp32.argmax(-1) == int8.argmax(-1))[clear].all()
+    check_int8(lambda d: ort_logits(d, tiny), fused, quantized, 2e-2)
     assert ours(path) == ours(fused / "model.onnx") and len(ours(path)) == 5
     assert path.stat().st_size < (fused / "model.onnx").stat().st_size
 
@@ -254,7 +254,13 @@ def test_finetune_learns_and_is_deterministic(tuned, tiny, reviews, work, tuned_
     after = evaluate.measure_quality(fp32 / "model.onnx", tuned, texts, labels)
     quant = evaluate.measure_quality(int8 / "model.onnx", tuned, texts, labels)
     assert after["accuracy"] >= 0.8 and after["accuracy"] > before["accuracy"]
-    assert abs(quant["accuracy"] - after["accuracy"]) <= 1 / len(texts)
+    # int8 may change a prediction only where fp32's top-2 margin is below twice the largest logit
+    # change that check_int8 allows on this CPU (logits batched as measure_quality batches them)
+    logits = lambda d: evaluate.model_outputs(d / "model.onnx", tuned, texts, "text-classification")  # noqa: E731
+    allowed = 2e-2 + check_int8(logits, fp32, int8, 2e-2).saturation + KERNEL_TOLERANCE
+    top2 = np.sort(logits(fp32), axis=-1)[:, -2:]
+    flippable = int(((top2[:, 1] - top2[:, 0]) <= 2 * allowed).sum())
+    assert abs(quant["accuracy"] - after["accuracy"]) <= flippable / len(texts)
 
 
 def test_finetune_subset_is_seeded():

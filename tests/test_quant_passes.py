@@ -2,11 +2,16 @@
 
 Tolerances, as max |logit difference| against the pass's input model on the same texts (the tiny
 random model's logits are ~0.1, so these are loose relative to the values but far below what a
-broken graph gives), plus the same argmax wherever the input model's top-2 margin exceeds the
-bound (a smaller margin may flip legitimately):
-  static-int8  1e-2  (activations are int8 too; measured <= 5e-4)
+broken graph gives), plus the same argmax wherever the input model's top-2 margin exceeds twice
+the bound (a smaller margin may flip legitimately):
+  static-int8  1e-2  (activations are int8 too; measured <= 5e-4 with exact int32 products)
   int4 / int8  5e-3  (weight-only, block-wise; measured ~2e-5, the random weights are small)
   fp16         1e-2  (float16 weights and compute; measured ~3e-5)
+static-int8's bound is the quantization's, checked on the exact-arithmetic reference of
+int8ref.py; ORT's uint8 x int8 kernels must match the reference of this CPU's arithmetic, which on
+AVX2 without VNNI adds int16 saturation (measured up to 3.7e-4 more here). MatMulNBits (int4 pass)
+has no saturating path: its int8 compute gives the same logits on AVX2 and AVX-512 VNNI up to
+float rounding (measured 3e-9).
 All outputs are also checked byte-identical when built twice (every calibration method included).
 """
 from __future__ import annotations
@@ -19,6 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from buildkit import parse_text, recipe_error  # noqa: E402
+from int8ref import assert_close, check_int8  # noqa: E402
 from test_passes import (SPEC, TEXTS, exported, fused, one_thread, ours, op_counts, reviews, run_pass,  # noqa: E402,F401
                          tiny, work)
 
@@ -43,15 +49,6 @@ def logits(model_dir: Path, tokenizer_dir: Path, texts: list[str]) -> np.ndarray
     out = session.run(None, {i.name: enc[i.name] for i in session.get_inputs()})[0]
     assert out.dtype == np.float32
     return out
-
-
-def assert_close(before: np.ndarray, after: np.ndarray, bound: float) -> float:
-    diff = float(np.abs(after - before).max())
-    assert diff < bound, diff
-    top2 = np.sort(before, axis=-1)[:, -2:]
-    clear = (top2[:, 1] - top2[:, 0]) > bound
-    assert (before.argmax(-1) == after.argmax(-1))[clear].all()
-    return diff
 
 
 def assert_good_output(out: Path, src: Path) -> None:
@@ -89,7 +86,7 @@ def test_static_int8(case, request, tiny, reviews, texts, work):
         assert counts.get("QuantizeLinear", 0) > 0 and counts.get("DequantizeLinear", 0) > 0, counts
     else:
         assert counts.get("QLinearMatMul", 0) > 0, counts
-    assert_close(logits(src, tiny, texts), logits(out, tiny, texts), 1e-2)
+    check_int8(lambda d: logits(d, tiny, texts), src, out, 1e-2)
     again = run_pass("static-int8", src, work / f"static-{case}-again", {"reviews": reviews}, tokenizer_dir=tiny, **config)
     assert same_bytes(out, again)
 

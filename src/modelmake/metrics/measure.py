@@ -8,7 +8,7 @@ store. A new metric family is one function in `_FAMILIES` and a row in the metri
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,6 +48,7 @@ class _Measuring:
     texts: list[str]
     labels: list[int]
     keep: Keep
+    _integer: dict[str, bool] = field(default_factory=dict)   # role -> its model has quantized ops
 
     @property
     def ev(self) -> dict:
@@ -68,6 +69,25 @@ class _Measuring:
             common.update(model=folder_content(folder), tokenizer=folder_content(tok))
         return digest.key_of({**common, **parts})
 
+    def arithmetic(self, *roles: str) -> dict[str, str]:
+        """The key part of an output measurement (quality, similarity, custom metrics) that says
+        how the host computes integers: ONNX Runtime's int8 kernels give other outputs on CPUs
+        without VNNI (docs/quantization.md, "int8 arithmetic differs between CPUs"), so a result
+        measured on an integer model is reused only on hosts of the same int8 path. Float models
+        give the same outputs everywhere and stay host-independent."""
+        if any(self.is_integer(role) for role in roles):
+            from modelmake.core import hostinfo
+
+            return {"int8_path": hostinfo.int8_path()}
+        return {}
+
+    def is_integer(self, role: str) -> bool:
+        if role not in self._integer:
+            from modelmake.runtime import onnxmeta
+
+            self._integer[role] = bool(onnxmeta.quantized_ops(self.path(role)[0]))
+        return self._integer[role]
+
     def stored(self, key: str, what: str, compute: Callable[[], dict]) -> dict:
         return self.keep(key, f"{self.e.label} {what}", compute)
 
@@ -86,7 +106,7 @@ def _quality(m: _Measuring) -> dict[str, dict]:
     for role in m.models:
         model, tok = m.path(role)
         key = m.key("quality", role, max_length=m.ev["max_length"], batch_size=m.ev["batch_size"],
-                    batching=m.e.batching)
+                    batching=m.e.batching, **m.arithmetic(role))
         out[role] = m.stored(key, f"{role} quality", lambda model=model, tok=tok: evaluate.measure_quality(
             model, tok, m.texts, m.labels, batch_size=m.ev["batch_size"], max_length=m.ev["max_length"]))
     return out
@@ -101,7 +121,7 @@ def _similarity(m: _Measuring) -> dict[str, dict]:
 
     task = m.e.model_task
     key = m.key("similarity", task=task, max_length=m.ev["max_length"], batch_size=m.ev["batch_size"],
-                batching=m.e.batching,
+                batching=m.e.batching, **m.arithmetic(*m.models),
                 models={role: [folder_content(f), folder_content(t)] for role, (f, t) in m.models.items()})
     return {"model": m.stored(key, "similarity", lambda: evaluate.measure_similarity(
         m.path("model"), m.path("baseline"), m.texts, task, batch_size=m.ev["batch_size"],
@@ -163,9 +183,9 @@ def _custom(m: _Measuring) -> dict[str, dict]:
     for i, c in enumerate(m.ev["custom"]):
         file = m.e.custom_files[c["name"]]
         where = f"{m.e.recipe_file}: evaluate.custom[{i}].function"
-        extra = {"host": m.e.host} if c["host_dependent"] else {}
         for role in m.models:
             model, tok = m.path(role)
+            extra = {"host": m.e.host} if c["host_dependent"] else m.arithmetic(role)
             key = m.key("custom", role, metric=c, code=m.e.custom_code[c["name"]], batching=m.e.batching,
                         max_length=m.ev["max_length"], batch_size=m.ev["batch_size"], **extra)
             out[role].update(m.stored(key, f"{role} {c['name']}", lambda model=model, tok=tok: evaluate.measure_custom(

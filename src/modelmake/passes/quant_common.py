@@ -14,6 +14,13 @@ def per_channel(doc: str = "one weight scale per output channel instead of per t
     return Field("per_channel", "bool", True, doc)
 
 
+def reduce_range() -> Field:
+    # docs/quantization.md, "int8 arithmetic differs between CPUs"
+    return Field("reduce_range", "bool", False,
+                 "quantize weights to 7 bits, so that x86 CPUs without VNNI (AVX2), whose int8 kernels "
+                 "add pairs of products in int16, cannot overflow and compute what VNNI/AMX CPUs compute")
+
+
 def weight_type() -> Field:
     return Field("weight_type", "str", "qint8", "integer type of the quantized weights", choices=INT8_TYPES)
 

@@ -10,8 +10,7 @@ PASS = Pass(
     summary="Quantize weights to int8 with ORT dynamic quantization (activation scales computed per call)",
     fields=(
         q.per_channel("one weight scale per output channel instead of per tensor (much more accurate on MiniLM)"),
-        Field("reduce_range", "bool", False,
-              "quantize weights to 7 bits, for older x86 CPUs without VNNI that can overflow int16 sums"),
+        q.reduce_range(),
         q.weight_type(),
         q.op_types("all ORT supports"),
         q.nodes_to_exclude(),
@@ -22,12 +21,6 @@ PASS = Pass(
     libraries=("onnx", "onnxruntime"),
     run="modelmake.passes.quantize:run",
 )
-
-
-# Ops ORT's dynamic quantizer emits; counting them shows what was actually quantized.
-_QUANTIZED_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "MatMulInteger",
-                  "MatMulIntegerToFloat", "QAttention", "QGemm", "ConvInteger", "QEmbedLayerNormalization",
-                  "DynamicQuantizeLSTM"}
 
 
 def run(ctx: StepContext) -> None:
@@ -48,4 +41,4 @@ def run(ctx: StepContext) -> None:
             extra_options=q.extra_options(),
         )
     onnxmeta.finish(dst, source=src)
-    onnxmeta.log_quantized(ctx, src, dst, _QUANTIZED_OPS)
+    onnxmeta.log_quantized(ctx, src, dst)

@@ -31,6 +31,7 @@ PASS = Pass(
         Field("percentile", "float", 99.999,
               "percentile of absolute activation values kept in range; used only by method 'percentile'", min=90.0, max=100.0),
         q.per_channel(),
+        q.reduce_range(),
         Field("activation_type", "str", "quint8",
               "integer type of the quantized activations; ORT's x86 int8 kernels take uint8 "
               "activations, and with qint8 it left most MatMuls in float there (slower than fp32)",
@@ -46,12 +47,6 @@ PASS = Pass(
     run="modelmake.passes.static_quantize:run",
     needs_tokenizer=True,
 )
-
-# Ops ORT's static quantizer emits; counting them shows what was actually quantized.
-_QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearMatMul", "QAttention", "QGemm",
-                  "QLinearAdd", "QLinearMul", "QLinearSoftmax", "QEmbedLayerNormalization",
-                  "QLinearConcat", "QLinearWhere", "MatMulInteger"}
-
 
 def _graph_inputs(path) -> list[str]:
     import onnx
@@ -169,7 +164,7 @@ def run(ctx: StepContext) -> None:
     n_texts = sum(len(next(iter(b.values()))) for b in batches)
     ctx.log(f"calibrating on {n_texts} texts of '{cfg.data}' ({cfg.method}), "
             f"quantizing {cfg.format} (activations {cfg.activation_type}, weights {cfg.weight_type}, "
-            f"per_channel={cfg.per_channel})")
+            f"per_channel={cfg.per_channel}, reduce_range={cfg.reduce_range})")
     extra = q.extra_options()
     if cfg.method == "percentile":
         extra["CalibPercentile"] = cfg.percentile
@@ -180,6 +175,7 @@ def run(ctx: StepContext) -> None:
                 quant_format={"qdq": QuantFormat.QDQ, "qoperator": QuantFormat.QOperator}[cfg.format],
                 op_types_to_quantize=list(cfg.op_types) or None,
                 per_channel=cfg.per_channel,
+                reduce_range=cfg.reduce_range,
                 activation_type=q.quant_type(cfg.activation_type),
                 weight_type=q.quant_type(cfg.weight_type),
                 nodes_to_exclude=list(cfg.nodes_to_exclude) or None,
@@ -188,4 +184,4 @@ def run(ctx: StepContext) -> None:
                 extra_options=extra,
             )
     onnxmeta.finish(dst, source=src)
-    onnxmeta.log_quantized(ctx, src, dst, _QUANTIZED_OPS)
+    onnxmeta.log_quantized(ctx, src, dst)

@@ -131,9 +131,27 @@ def op_counts(path: Path) -> dict[str, int]:
     return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
 
 
-def log_quantized(ctx, src: Path, dst: Path, quantized_ops: set[str]) -> None:
+# Ops that compute on integers: what ORT's quantizers emit (dynamic, static QDQ and QOperator,
+# weight-only block-wise) and the integer kernels ORT fuses QDQ groups into at load. A model with
+# any of them computes differently on CPUs whose int8 kernels differ (hostinfo.int8_path).
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+    "MatMulInteger", "ConvInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
+    "QAttention", "QGemm", "QEmbedLayerNormalization", "QLinearMatMul", "QLinearConv", "QLinearAdd",
+    "QLinearMul", "QLinearSoftmax", "QLinearConcat", "QLinearWhere", "QLinearSigmoid", "QLinearLeakyRelu",
+    "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearReduceMean",
+    "MatMulNBits", "MatMulBnb4", "GatherBlockQuantized",
+})
+
+
+def quantized_ops(path: Path) -> dict[str, int]:
+    """Node count per quantized op type (QUANTIZED_OPS) in a model's main graph: empty for a float model."""
+    return {k: v for k, v in op_counts(path).items() if k in QUANTIZED_OPS}
+
+
+def log_quantized(ctx, src: Path, dst: Path) -> None:
     """One line: size before -> after, and how many of each quantized op the output has."""
-    quantized = {k: v for k, v in op_counts(dst).items() if k in quantized_ops}
+    quantized = quantized_ops(dst)
     ctx.log(f"{src.stat().st_size / 1e6:.1f} MB -> {dst.stat().st_size / 1e6:.1f} MB; "
             + (", ".join(f"{k}={v}" for k, v in quantized.items()) or "no quantized ops"))
 
