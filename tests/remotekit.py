@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from modelmake.store.remote_entry import EntryError, decode, decode_note
 
@@ -209,3 +209,31 @@ def cli(project: Path, *args: str, env: dict | None = None) -> subprocess.Comple
     full = {k: v for k, v in os.environ.items() if not k.startswith("MODELMAKE_")}
     return subprocess.run([sys.executable, "-m", "modelmake.commands.cli", *args], cwd=project, capture_output=True,
                           text=True, env={**full, **(env or {})}, timeout=300)
+
+
+# ---------------------------------------------------------------- fixtures (module-scoped in each test module)
+def serve(tmp_path_factory) -> Iterator[Nginx]:
+    """`nginx = pytest.fixture(scope="module", name="nginx")(serve)`: one server per test module."""
+    server = Nginx(tmp_path_factory.mktemp("nginx")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def blank_project(tmp_path_factory) -> Path:
+    """The tiny project, never built: what every clone of a test module starts from."""
+    from buildkit import make_project
+
+    return make_project(tmp_path_factory.mktemp("blank") / "proj")
+
+
+def built_with(url: str, blank: Path, where: Path):
+    """A clone of blank built with the remote at url (an empty one: every result is uploaded):
+    (project, its run)."""
+    from buildkit import doit
+
+    project = clone(blank, where)
+    run = doit(project, "optimize:tiny", env={"MODELMAKE_REMOTE": url})
+    assert run.rc == 0, run
+    return project, run

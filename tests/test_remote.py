@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from buildkit import TESTS, doit, make_project, passes_built, snapshot
-from remotekit import (PASSWORD, USER, Nginx, check_remote, cli, clone, downloaded, entries, record_key,
-                       warnings)
+from buildkit import TESTS, doit, passes_built, snapshot
+from remotekit import (PASSWORD, USER, Nginx, blank_project, built_with, check_remote, cli, clone, downloaded,
+                       entries, record_key, serve, warnings)
 from modelmake.store import Store
 from modelmake.store.remote import RemoteConfig
 from modelmake.store.remote_entry import EntryError, ac_key, decode
@@ -32,24 +32,14 @@ LIGHT = '[model]\npath = "models/tiny"\n\n[[pass]]\nname = "export"\ntype = "onn
 RESULTS = 11  # store results of the tiny recipe: 2 sources, 4 passes, 3 measurements, eval, package
 
 
-@pytest.fixture(scope="module")
-def nginx(tmp_path_factory):
-    server = Nginx(tmp_path_factory.mktemp("nginx")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def blank(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("blank") / "proj")
+nginx = pytest.fixture(scope="module", name="nginx")(serve)
+blank = pytest.fixture(scope="module", name="blank")(blank_project)
 
 
 @pytest.fixture(scope="module")
 def uploaded(nginx, blank, tmp_path_factory):
     """A project built with an empty remote: (project, its run, snapshot of its artifacts)."""
-    project = clone(blank, tmp_path_factory.mktemp("a"))
-    run = doit(project, "optimize:tiny", env={"MODELMAKE_REMOTE": nginx.url("cache/ref")})
-    assert run.rc == 0, run
+    project, run = built_with(nginx.url("cache/ref"), blank, tmp_path_factory.mktemp("a"))
     return project, run, snapshot(project)
 
 

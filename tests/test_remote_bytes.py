@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from buildkit import doit, make_project, passes_built, snapshot
-from remotekit import Nginx, check_remote, cli, clone, downloaded, entries, notes, record_key, warnings
+from buildkit import HOST_DEPENDENT, doit, make_project, passes_built, snapshot
+from remotekit import (Nginx, blank_project, built_with, check_remote, cli, clone, downloaded, entries, notes,
+                       record_key, serve, warnings)
 from modelmake.core import digest
 from modelmake.core.textenc import TOKENIZER_FILES
 from modelmake.store import Store
@@ -25,28 +26,16 @@ pytestmark = pytest.mark.skipif(not Path(shutil.which("nginx") or "/usr/sbin/ngi
 
 RESULTS = 11  # store results of the tiny recipe: 2 sources, 4 passes, 3 measurements, eval, package
 STEPS = ("source/model", "source/data/reviews", "finetune", "export", "fuse", "quantize")
-HOST_DEPENDENT = ("latency_ms", "throughput_per_s", "threads", "runs", "speedup_x")
 
 
-@pytest.fixture(scope="module")
-def nginx(tmp_path_factory):
-    server = Nginx(tmp_path_factory.mktemp("nginx")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def blank(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("blank") / "proj")
+nginx = pytest.fixture(scope="module", name="nginx")(serve)
+blank = pytest.fixture(scope="module", name="blank")(blank_project)
 
 
 @pytest.fixture(scope="module")
 def built(nginx, blank, tmp_path_factory):
     """Project A, built with an empty remote (CI on the main branch): (project, its run)."""
-    project = clone(blank, tmp_path_factory.mktemp("a"))
-    run = doit(project, "optimize:tiny", env={"MODELMAKE_REMOTE": nginx.url("cache/team")})
-    assert run.rc == 0, run
-    return project, run
+    return built_with(nginx.url("cache/team"), blank, tmp_path_factory.mktemp("a"))
 
 
 @pytest.fixture
