@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Iterator, NamedTuple
 
-from modelmake.store.remote_entry import EntryError, decode
+from modelmake.store.remote_entry import EntryError, decode, decode_note
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 USER, PASSWORD = "builder", "s3cret-Passw0rd"
@@ -72,11 +76,35 @@ def nginx_version() -> str:
     return (out.stderr or out.stdout).strip().split("/")[-1]
 
 
+class Request(NamedTuple):
+    method: str
+    path: str     # as requested, e.g. /cache/team/cas/<sha256>
+    status: int
+    sent: int     # body bytes the server sent
+
+
 class Nginx:
     def __init__(self, root: Path):
         self.root, self.port = root, free_port()
         self.www = root / "www"
         self.proc: subprocess.Popen | None = None
+
+    def log_mark(self) -> int:
+        """Where the access log ends now: requests(since=mark) are those made after this."""
+        log = self.root / "access.log"
+        return log.stat().st_size if log.exists() else 0
+
+    def requests(self, since: int = 0) -> list[Request]:
+        """The requests the server logged (combined format), from byte offset `since`. nginx writes
+        a request's line once it has answered it; a short wait covers the write."""
+        time.sleep(0.2)
+        with open(self.root / "access.log", "rb") as f:
+            f.seek(since)
+            text = f.read().decode()
+        out = []
+        for m in re.finditer(r'"(\w+) (\S+) HTTP/[\d.]+" (\d{3}) (\d+)', text):
+            out.append(Request(m.group(1), m.group(2), int(m.group(3)), int(m.group(4))))
+        return out
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}/{path.strip('/')}"
@@ -119,7 +147,16 @@ class Nginx:
 
 
 def entries(folder: Path) -> dict[str, bytes]:
-    """name -> bytes of every action-cache entry under a remote's folder on disk."""
+    """name -> bytes of every action-cache entry of a result under a remote's folder on disk."""
+    return {name: data for name, data in _action_cache(folder).items() if decode_note(data) is None}
+
+
+def notes(folder: Path) -> dict[str, dict]:
+    """name -> content of every note (remote_entry.note_key) under a remote's folder on disk."""
+    return {name: decode_note(data) for name, data in _action_cache(folder).items() if decode_note(data) is not None}
+
+
+def _action_cache(folder: Path) -> dict[str, bytes]:
     ac = folder / "ac"
     return {p.name: p.read_bytes() for p in sorted(ac.iterdir())} if ac.is_dir() else {}
 
@@ -144,3 +181,59 @@ def check_remote(folder: Path) -> list[str]:
         if hashlib.sha256(blob.read_bytes()).hexdigest() != blob.name:
             problems.append(f"cas/{blob.name}: content does not match its name")
     return problems
+
+
+# ---------------------------------------------------------------- projects and runs
+def clone(blank: Path, where: Path, name: str = "proj") -> Path:
+    """A fresh clone: the project's files, no artifacts, an empty local store."""
+    dest = where / name
+    shutil.copytree(blank, dest, ignore=shutil.ignore_patterns("artifacts"))
+    return dest
+
+
+def warnings(run) -> list[str]:
+    return [line for line in (run.out + run.err).splitlines() if line.startswith("warning:")]
+
+
+def downloaded(run) -> list[str]:
+    """Labels of the results (or inputs read by a step) this run downloaded from the remote."""
+    return [line.strip().rsplit(": downloaded from remote", 1)[0]
+            for line in run.out.splitlines() if ": downloaded from remote" in line]
+
+
+def record_key(project: Path, task_file: str) -> str:
+    return json.loads((project / "artifacts/tiny/records" / task_file).read_text())["key"]
+
+
+def cli(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MODELMAKE_")}
+    return subprocess.run([sys.executable, "-m", "modelmake.commands.cli", *args], cwd=project, capture_output=True,
+                          text=True, env={**full, **(env or {})}, timeout=300)
+
+
+# ---------------------------------------------------------------- fixtures (module-scoped in each test module)
+def serve(tmp_path_factory) -> Iterator[Nginx]:
+    """`nginx = pytest.fixture(scope="module", name="nginx")(serve)`: one server per test module."""
+    server = Nginx(tmp_path_factory.mktemp("nginx")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def blank_project(tmp_path_factory) -> Path:
+    """The tiny project, never built: what every clone of a test module starts from."""
+    from buildkit import make_project
+
+    return make_project(tmp_path_factory.mktemp("blank") / "proj")
+
+
+def built_with(url: str, blank: Path, where: Path):
+    """A clone of blank built with the remote at url (an empty one: every result is uploaded):
+    (project, its run)."""
+    from buildkit import doit
+
+    project = clone(blank, where)
+    run = doit(project, "optimize:tiny", env={"MODELMAKE_REMOTE": url})
+    assert run.rc == 0, run
+    return project, run

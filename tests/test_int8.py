@@ -105,7 +105,7 @@ def quality_key(model: Path, tok: Path, int8_path: str, monkeypatch) -> str:
         version=1, libraries={}, host={}, custom_files={}, custom_code={}, recipe_file="recipes/t.toml",
         batching="by-length")
     keys = []
-    measure.measure(e, ["a review"], [0], lambda key, label, compute: keys.append(key) or {})
+    measure.measure(e, lambda: (["a review"], [0]), lambda key, label, compute: keys.append(key) or {})
     return keys[0]
 
 
@@ -115,3 +115,13 @@ def test_accuracy_of_an_integer_model_is_reused_only_on_hosts_of_its_int8_path(e
     assert quality_key(int8, tiny, "avx2", monkeypatch) != quality_key(int8, tiny, "avx512-vnni", monkeypatch)
     assert quality_key(int8, tiny, "amx", monkeypatch) == quality_key(int8, tiny, "amx", monkeypatch)
     assert quality_key(exported, tiny, "avx2", monkeypatch) == quality_key(exported, tiny, "avx512-vnni", monkeypatch)
+
+
+def test_the_chain_of_passes_says_which_models_compute_in_integers():
+    # decided without reading a model, so a model whose files are still in the remote is not fetched for it
+    from buildkit import steps_of
+
+    evals = {t: s.integer for t, s in steps_of(Path(__file__).parents[1]).items() if t.startswith("eval:")}
+    assert evals["eval:bert-int8"] == {"model": True, "baseline": False}   # dynamic-int8, then session-tune
+    assert evals["eval:bert-int4"]["model"] is True
+    assert evals["eval:bert-fp32"]["model"] is False and evals["eval:bert-fp16"]["model"] is False

@@ -20,7 +20,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SNAPSHOT = HERE / "data" / "recipe_keys.json"
-INTEGER_PASSES = {"dynamic-int8", "static-int8", "int4"}
 FIXED_HOST = {"cpu": "X", "cpu_flags": "F", "cores": 2, "machine": "x86_64", "onnxruntime": "v"}
 
 
@@ -37,25 +36,16 @@ def symbolic_keys(monkeypatch) -> dict:
         return "content:" + os.path.normpath(folder)
 
     monkeypatch.setattr(measure, "folder_content", content)
-    # an output measurement of an integer model is keyed by the host's int8 path: decided here
-    # from the chain (a quantizing pass before the model) as the built model's ops would decide it
-    steps = build_compile.compile_steps(build_compile.find_project(REPO))
-    made_by = {s.out: s for s in steps if isinstance(s, PassStep)}
-
-    def integer(folder: str) -> bool:
-        step = made_by.get(folder)
-        return step is not None and (step.type in INTEGER_PASSES or integer(step.input))
-
-    monkeypatch.setattr(hostinfo, "int8_path", lambda: "P")
-    monkeypatch.setattr(measure._Measuring, "is_integer", lambda self, role: integer(self.models[role][0]))
     # size is read from the model file, not stored: it has no key
     monkeypatch.setattr(measure, "_FAMILIES", tuple(f for f in measure._FAMILIES if f.__name__ != "_size"))
+    monkeypatch.setattr(hostinfo, "int8_path", lambda: "P")  # part of integer models' measurement keys
     out: dict = {"measure": {}}
 
     def keep(key: str, label: str, compute) -> dict:
         out["measure"][label] = key
         return {}
 
+    steps = build_compile.compile_steps(build_compile.find_project(REPO))
     for s in steps:
         if isinstance(s, SourceStep):
             out[s.task] = {i.what: i.key(REPO, s.version) for i in s.items}
@@ -63,7 +53,7 @@ def symbolic_keys(monkeypatch) -> dict:
             out[s.task] = s.key(content)
         elif isinstance(s, EvalStep):
             out[s.task] = s.key(content)
-            measure.measure(s.evaluation(), ["a review"], [0], keep)
+            measure.measure(s.evaluation(), lambda: (["a review"], [0]), keep)
         elif isinstance(s, PackageStep):
             out[s.task] = s.key(content, {"accuracy": 0.5})
     return out

@@ -1,6 +1,7 @@
 """The shared remote store against a real nginx (WebDAV PUT) and a file:// remote: a result built
 once is restored everywhere, verified; a remote that is down, refuses, sends damaged or hostile
-objects or is written by two builders at once never fails a build nor hands on a wrong result."""
+objects or is written by two builders at once never fails a build nor hands on a wrong result.
+(The CI case, builds without the bytes and the commands that read the remote: test_remote_bytes.py.)"""
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from buildkit import TESTS, doit, make_project, passes_built, snapshot
-from remotekit import PASSWORD, USER, Nginx, check_remote, entries
+from buildkit import TESTS, doit, passes_built, snapshot
+from remotekit import (PASSWORD, USER, Nginx, blank_project, built_with, check_remote, cli, clone, downloaded,
+                       entries, record_key, serve, warnings)
 from modelmake.store import Store
 from modelmake.store.remote import RemoteConfig
 from modelmake.store.remote_entry import EntryError, ac_key, decode
@@ -30,32 +32,15 @@ LIGHT = '[model]\npath = "models/tiny"\n\n[[pass]]\nname = "export"\ntype = "onn
 RESULTS = 11  # store results of the tiny recipe: 2 sources, 4 passes, 3 measurements, eval, package
 
 
-@pytest.fixture(scope="module")
-def nginx(tmp_path_factory):
-    server = Nginx(tmp_path_factory.mktemp("nginx")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def blank(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("blank") / "proj")
+nginx = pytest.fixture(scope="module", name="nginx")(serve)
+blank = pytest.fixture(scope="module", name="blank")(blank_project)
 
 
 @pytest.fixture(scope="module")
 def uploaded(nginx, blank, tmp_path_factory):
     """A project built with an empty remote: (project, its run, snapshot of its artifacts)."""
-    project = clone(blank, tmp_path_factory.mktemp("a"))
-    run = doit(project, "optimize:tiny", env={"MODELMAKE_REMOTE": nginx.url("cache/ref")})
-    assert run.rc == 0, run
+    project, run = built_with(nginx.url("cache/ref"), blank, tmp_path_factory.mktemp("a"))
     return project, run, snapshot(project)
-
-
-def clone(blank: Path, where: Path, name: str = "proj") -> Path:
-    """A fresh clone: the project's files, no artifacts, an empty local store."""
-    dest = where / name
-    shutil.copytree(blank, dest, ignore=shutil.ignore_patterns("artifacts"))
-    return dest
 
 
 def seeded(nginx: Nginx, name: str) -> tuple[str, Path]:
@@ -64,46 +49,7 @@ def seeded(nginx: Nginx, name: str) -> tuple[str, Path]:
     return nginx.url(f"cache/{name}"), nginx.disk(f"cache/{name}")
 
 
-def warnings(run) -> list[str]:
-    return [line for line in (run.out + run.err).splitlines() if line.startswith("warning:")]
-
-
-def downloaded(run) -> list[str]:
-    """Labels of the results this run downloaded from the remote."""
-    return [line.strip().rsplit(": downloaded from remote", 1)[0]
-            for line in run.out.splitlines() if ": downloaded from remote" in line]
-
-
-def record_key(project: Path, task_file: str) -> str:
-    return json.loads((project / "artifacts/tiny/records" / task_file).read_text())["key"]
-
-
-def cli(project: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("MODELMAKE_")}
-    return subprocess.run([sys.executable, "-m", "modelmake.commands.cli", *args], cwd=project, capture_output=True,
-                          text=True, env={**full, **(env or {})}, timeout=300)
-
-
 # ---------------------------------------------------------------- restore and upload
-def test_fresh_clone_restores_everything_from_nginx(nginx, uploaded, blank, tmp_path):
-    """The CI case: project A built with the remote; a fresh clone B computes nothing and gets
-    byte-identical model, package and host-independent metrics."""
-    a, run_a, reference = uploaded
-    remote = nginx.disk("cache/ref")
-    assert len(run_a.built) == RESULTS
-    assert len(entries(remote)) == RESULTS and check_remote(remote) == []
-    assert run_a.out.count(": uploaded to remote") == RESULTS
-
-    b = clone(blank, tmp_path)
-    run = doit(b, "optimize:tiny", env={"MODELMAKE_REMOTE": nginx.url("cache/ref")})
-    assert run.rc == 0, run
-    assert run.built == [] and passes_built(run) == set(), run  # zero passes, zero evaluations
-    assert len(downloaded(run)) == 8, run  # sources (2), passes (4), eval, package
-    assert ": uploaded to remote" not in run.out and warnings(run) == []
-    assert snapshot(b) == reference
-    assert Store(b / "artifacts/.store").verify_all() == {}
-
-
 def test_file_remote_round_trip(blank, tmp_path):
     remote = tmp_path / "team-cache"
     remote.mkdir()
@@ -178,19 +124,23 @@ def _damage(folder: Path, key: str, how: str) -> None:
     blob.write_bytes(bytes(data))
 
 
-@pytest.mark.parametrize("how", ["blob-bitflip", "blob-truncated", "entry-garbage"])
-def test_damaged_remote_object_is_not_used_but_rebuilt_and_replaced(nginx, uploaded, blank, tmp_path, how):
+# A blob's size is checked when a build finds a result it leaves in the remote (a truncated blob,
+# a garbled entry); its content when a step reads it: the final model (optimize:tiny publishes it)
+@pytest.mark.parametrize("how,step,reader", [("blob-bitflip", "quantize", "optimize:tiny reads artifacts/tiny/steps/quantize"),
+                                             ("blob-truncated", "fuse", "pass:tiny/fuse"),
+                                             ("entry-garbage", "fuse", "pass:tiny/fuse")])
+def test_damaged_remote_object_is_not_used_but_rebuilt_and_replaced(nginx, uploaded, blank, tmp_path, how, step, reader):
     a, _, reference = uploaded
     url, folder = seeded(nginx, f"damaged-{how}")
-    fuse = record_key(a, "pass-tiny-fuse.json")
-    _damage(folder, fuse, how)
+    key = record_key(a, f"pass-tiny-{step}.json")
+    _damage(folder, key, how)
     b = clone(blank, tmp_path)
     run = doit(b, "optimize:tiny", env={"MODELMAKE_REMOTE": url})
     assert run.rc == 0, run
     said = [line for line in run.out.splitlines() if "damaged" in line]
-    assert len(said) == 1 and said[0].startswith(f"  pass:tiny/fuse: the remote's copy of {fuse[:12]} is damaged"), run
-    assert run.built == ["pass:tiny/fuse"], run  # rebuilt; identical bytes, so the rest still comes from the remote
-    assert "pass:tiny/fuse: uploaded to remote" in run.out
+    assert len(said) == 1 and said[0].startswith(f"  {reader}: the remote's copy of {key[:12]} is damaged"), run
+    assert run.built == [f"pass:tiny/{step}"], run  # rebuilt; identical bytes, so the rest still comes from the remote
+    assert f"pass:tiny/{step}: uploaded to remote" in run.out
     assert check_remote(folder) == []  # the damaged copy was replaced
     assert snapshot(b) == reference
     assert Store(b / "artifacts/.store").verify_all() == {}
@@ -305,7 +255,8 @@ def test_refusing_remote_is_one_line_and_credentials_are_never_shown(nginx, blan
     netrc.chmod(0o600)
     with_netrc = _light_project(blank, tmp_path, "netrc")
     run2 = doit(with_netrc, "optimize:tiny", env={"MODELMAKE_REMOTE": nginx.url("auth/team"), "NETRC": str(netrc)})
-    assert run2.rc == 0 and run2.built == [] and len(downloaded(run2)) == 2, run2
+    # the source stays in the remote (nothing reads it); the export is the final model, published
+    assert run2.rc == 0 and run2.built == [] and downloaded(run2) == ["optimize:tiny reads artifacts/tiny/steps/export"], run2
     for r in (run, run2):
         assert PASSWORD not in r.out + r.err
     for p in with_url.rglob("*"):
@@ -320,7 +271,7 @@ def test_read_only_remote_reads_and_says_once_that_it_does_not_take_uploads(ngin
     recipe.write_text(recipe.read_text().replace("per_channel = true", "per_channel = false"))
     run = doit(project, "optimize:tiny", env={"MODELMAKE_REMOTE": nginx.url("readonly/team")})
     assert run.rc == 0, run
-    assert "pass:tiny/finetune" in downloaded(run) and "pass:tiny/quantize" in run.built
+    assert "pass:tiny/quantize reads artifacts/tiny/steps/fuse" in downloaded(run) and "pass:tiny/quantize" in run.built
     assert warnings(run) == [f"warning: remote {nginx.url('readonly/team')}: HTTP 403 Forbidden on upload; "
                              "results built here stay local"], run
     assert len(entries(nginx.disk("readonly/team"))) == RESULTS
@@ -340,7 +291,7 @@ def test_upload_off_reads_the_remote_but_never_writes_it(nginx, uploaded, blank,
         (project / "pyproject.toml").write_text("[tool.modelmake]\nremote_upload = false\n")
     run = doit(project, "optimize:tiny", env=env)
     assert run.rc == 0, run
-    assert "pass:tiny/finetune" in downloaded(run) and "pass:tiny/quantize" in run.built, run
+    assert "pass:tiny/quantize reads artifacts/tiny/steps/fuse" in downloaded(run) and "pass:tiny/quantize" in run.built, run
     assert ": uploaded to remote" not in run.out and warnings(run) == []
     assert {p.relative_to(folder) for p in folder.rglob("*")} == before
 

@@ -11,11 +11,11 @@ import os
 import zipfile
 from pathlib import Path
 
+from modelmake.core.textenc import TOKENIZER_FILES
 from modelmake.metrics.catalogue import EMBEDDING_OUTPUTS
 from modelmake.runtime import onnxmeta
 from modelmake.runtime.sessions import settings_of
 
-TOKENIZER_FILES = ("special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
 _DATE = (1980, 1, 1, 0, 0, 0)
 _LEVEL = 6
 

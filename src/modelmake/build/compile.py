@@ -156,6 +156,9 @@ def eval_step(project: Project, lay: Layout, common: dict) -> EvalStep:
     if lay.baseline_recipe is not None:  # measured with its own tokenizer, on this recipe's data
         baseline, baseline_tok = lay.baseline_recipe.final, lay.baseline_recipe.tokenizer
     custom_files = _custom_metric_files(project, r)
+    integer = {"model": lay.integer.get(str(lay.final))}
+    if baseline:
+        integer["baseline"] = (lay.baseline_recipe or lay).integer.get(str(baseline))
     return EvalStep(
         task=f"eval:{r.name}", **common, evaluate=ev, model_task=r.task, data=_data_spec(r.data[ev["data"]]),
         version=EVAL_VERSION, libraries=digest.library_versions(EVAL_LIBRARIES), host=host_fingerprint(),
@@ -163,7 +166,7 @@ def eval_step(project: Project, lay: Layout, common: dict) -> EvalStep:
         baseline_tokenizer=str(baseline_tok) if baseline_tok else None, data_dir=str(lay.data[ev["data"]]),
         custom_files=custom_files,
         custom_code={n: digest.file_digest(project.root / f) for n, f in custom_files.items()},
-        recipe_file=_shown(project, r), out=str(lay.base / "metrics.json"))
+        recipe_file=_shown(project, r), out=str(lay.base / "metrics.json"), integer=integer)
 
 
 def package_step(lay: Layout, common: dict) -> PackageStep:

@@ -1,7 +1,7 @@
 """Where each recipe's outputs live, and which folder holds its model and tokenizer at every step."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelmake import passes
@@ -27,6 +27,8 @@ class Layout:
     # the source folder holding the tokenizer files of the input model, and the recipe naming it
     source_tokenizer: tuple[Path, Recipe] | None = None
     baseline_recipe: "Layout | None" = None  # evaluate.baseline_recipe's layout: its final model is measured too
+    # model folder -> whether the model there computes in integers; None: only its ops can tell
+    integer: dict[str, bool | None] = field(default_factory=dict)
 
     @property
     def final(self) -> Path:
@@ -48,20 +50,26 @@ def layouts(project: Project, recipes: dict[str, Recipe]) -> dict[str, Layout]:
         if r.model.kind == "recipe":
             up = build(recipes[r.model.spec["recipe"]])
             model_in, fmt, tok, source_tok = up.final, up.final_format, up.tokenizer, up.source_tokenizer
+            integer = up.integer[str(up.final)]
         else:
             tok_in = src / "tokenizer" if r.model_tokenizer else None
             model_in, fmt, tok = src / "model", r.model_format, tok_in or src / "model"
             source_tok = (tok, r)
+            integer = None if fmt == base.ONNX else False   # a user's ONNX file may be quantized
         outputs, formats, step_tokenizers = [], [], []
+        computes = {str(model_in): integer}
         for s in r.steps:
             step_tokenizers.append(tok)
             outputs.append(base_dir / "steps" / s.name)
-            fmt = passes.get(s.type).output_format
+            p = passes.get(s.type)
+            fmt = p.output_format
             formats.append(fmt)
+            integer = _computes_in_integers(p, integer)
+            computes[str(outputs[-1])] = integer
             if fmt == base.HF:
                 tok = outputs[-1]
         lay = Layout(r, base_dir, model_in, {d: src / "data" / d for d in r.data}, outputs, formats, tok, fmt,
-                     step_tokenizers, tok_in, source_tok)
+                     step_tokenizers, tok_in, source_tok, integer=computes)
         done[r.name] = lay
         return lay
 
@@ -71,3 +79,10 @@ def layouts(project: Project, recipes: dict[str, Recipe]) -> dict[str, Layout]:
         other = lay.recipe.evaluate and lay.recipe.evaluate.get("baseline_recipe")
         lay.baseline_recipe = done[other] if other else None
     return done
+
+
+def _computes_in_integers(p: base.Pass, before: bool | None) -> bool | None:
+    """Whether a pass's output model computes in integers, given its input's (None: unknown)."""
+    if p.output_format != base.ONNX:
+        return False
+    return {"float": False, "integer": True, "as-input": before}.get(p.computes)

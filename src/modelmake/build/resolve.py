@@ -15,10 +15,12 @@ resolved chain by chain from the sources (whose keys come from their specs alone
 When an input cannot be known (nothing upstream was built), the task's key is None and
 `unknown` says which task has to be built first. Nothing here imports an ML library.
 
-Given a store with a remote, a result missing here but held by the remote gives its content from
-the remote's entry (nothing is downloaded), and an evaluation's metrics.json (which a package key
-needs) is downloaded into the store: `modelmake remote status` and `modelmake pull` resolve the
-keys of a fresh clone that way.
+A result whose files are in the remote only (a stub in the store, see store/local.py) gives its
+content from its entry. Given a store with a remote, a result missing here but held by the remote
+gives its content from the remote's entry (nothing is downloaded), and an evaluation's
+metrics.json (which a package key needs) is downloaded into the store: `modelmake status`,
+`remote status`, `pull` and `compare --rev` resolve the keys of a fresh clone (or of a revision
+CI built) that way.
 
     from modelmake.build.compile import load_steps
     from modelmake.build.resolve import resolve
@@ -46,7 +48,8 @@ class Resolution:
     task: str                      # e.g. "pass:tiny/fuse"
     kind: str                      # source, pass, eval or package
     key: str | None = None         # the result's store key (None for sources: see items; or unknown)
-    in_store: bool = False         # the result's object(s) exist in the store (not verified here)
+    in_store: bool = False         # the store holds the result(s): objects, or stubs (not verified here)
+    in_remote: bool = False        # not in the store, but the remote holds it (asked only with a remote)
     unknown: str | None = None     # why the key cannot be computed yet (one line), else None
     inputs: dict[str, str | None] = field(default_factory=dict)   # role -> content digest
     items: dict[str, str] = field(default_factory=dict)           # sources: item ("model", "data.x") -> key
@@ -64,6 +67,17 @@ def resolve(project: Project, steps: list[Step] | None = None, store: Store | No
     Step paths are relative to project.root."""
     steps = compile_steps(project) if steps is None else steps
     return _Resolver(project, steps, store or Store(project.store)).run()
+
+
+def reading_store(project: Project) -> Store:
+    """The project's store with its remote, for commands that read (status, why, compare,
+    report): a result CI or a colleague built counts as built. A remote that fails is said once
+    (on stdout, which these commands point at stderr while resolving) and they answer from the
+    local store."""
+    store = Store(project.store, remote=project.remote)
+    if store.remote is not None:
+        store.remote.fallback = "answering from the local store only"
+    return store
 
 
 def producers(steps: list[Step]) -> dict[str, tuple[str, str | None]]:
@@ -99,7 +113,7 @@ class _Resolver:
         if isinstance(spec, SourceStep):
             for item in spec.items:
                 res.items[item.what] = item.key(self.root, spec.version)
-            res.in_store = all(self._has(k) for k in res.items.values())
+            self._where(res)
             self.done[name] = res
             return res
 
@@ -121,9 +135,9 @@ class _Resolver:
         if res.unknown is None:
             content = contents.__getitem__
             res.key = spec.key(content, metrics) if isinstance(spec, PackageStep) else spec.key(content)
-            res.in_store = self._has(res.key)
             if isinstance(spec, EvalStep):
                 res.metrics_file = self._eval_metrics(spec, res.key)
+            self._where(res)
         self.done[name] = res
         return res
 
@@ -141,7 +155,7 @@ class _Resolver:
         if key is None:
             return None, up.unknown or f"{up.task} cannot be resolved"
         if self._has(key):
-            return self._object_content(key), ""
+            return digest.bytes_digest(self.store.manifest_bytes(key)), ""
         if self._placed(self.specs[up.task], folder, key):
             return folder_content(self.root / folder), ""
         manifest = self.store.remote_manifest(key)
@@ -174,10 +188,12 @@ class _Resolver:
 
     # -- helpers
     def _has(self, key: str) -> bool:
-        return self.store.has(key)
+        return self.store.known(key)
 
-    def _object_content(self, key: str) -> str:
-        return folder_content(self.store.object_dir(key))
+    def _where(self, res: Resolution) -> None:
+        res.in_store = all(self._has(k) for k in res.keys)
+        if not res.in_store and self.store.remote is not None:
+            res.in_remote = all(self._has(k) or self.store.remote_manifest(k) is not None for k in res.keys)
 
     def _placed(self, spec: Step, out: str, key: str) -> bool:
         """The target in artifacts/ is as placed, and the task's last record says it came from key."""

@@ -5,10 +5,18 @@ worker process. A failing step prints one line naming the step and the reason (t
 goes to a log file), returns TaskFailed so doit exits non-zero, and leaves no target: nothing is
 cached. What a pass or a metric computes lives in passes/ and metrics/; this module only keys,
 stores, places and records.
+
+Builds without the bytes: a source or pass result that only the remote holds is placed as a stub
+(targets.place_stub: its manifest and a marker, the files left in the remote), since no step may
+ever read it. A step that computes reads its input folders through `_local`, which fetches a
+stub's files into the store first (a folder read as a tokenizer: its tokenizer files only); one
+that is restored reads nothing but manifests. Evaluations, measurements and packages are small
+and always downloaded whole; `optimize:<recipe>` fetches the final model it publishes.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from pathlib import Path
@@ -17,12 +25,19 @@ from typing import Callable
 from doit.exceptions import TaskFailed
 
 from modelmake import passes
-from modelmake.build import keys, records, targets
+from modelmake.build import hosts, keys, records, targets
 from modelmake.build.steps import EvalStep, PackageStep, PassStep, PublishStep, SourceStep, Step
 from modelmake.core import digest
 from modelmake.core.digest import folder_content
 from modelmake.core.progress import say
 from modelmake.store import Store
+from modelmake.store.local import Stub, Unavailable
+
+
+class InputUnavailable(Exception):
+    """An input folder is a stub whose files could neither be fetched nor made again."""
+
+    plain = True
 
 
 def run_step(step: Step):
@@ -69,11 +84,56 @@ def _record(step: Step, store: Store, result: dict, seconds: float) -> None:
     })
 
 
-def _place(obj: Path, dest: Path, label: str) -> None:
-    """Put a store object at its target path, saying so when it replaces a damaged target."""
+def _place(obj: Path | Stub, dest: Path, label: str, store: Store | None = None) -> None:
+    """Put a store object (or the stub of one, with `store`) at its target path, saying so when
+    it replaces a damaged target."""
     if dest.exists() and (why := targets.problem(dest)) not in (None, targets.NO_RECORD):
         say(f"  {label}: {dest} was damaged ({why}); restoring it from the store")
+    if isinstance(obj, Stub):
+        manifest = digest.manifest_bytes(obj.manifest())
+        if targets.holds(dest, manifest):
+            return  # the files are here already: a stub would only lose them
+        shown = store.remote.shown if store is not None and store.remote is not None else None
+        targets.place_stub(dest, manifest,
+                           {"key": obj.key, "remote": shown, "files": obj.files, "size": obj.size})
+        return
     (targets.place_folder if obj.is_dir() else targets.place_file)(obj, dest)
+
+
+def _local(store: Store, folder: str, task: str, names: tuple[str, ...] | None = None) -> Path:
+    """The folder holding the files of the input `folder`: itself, or for a stub the store's copy
+    of its result, downloaded first (`names`: only these files are read). When the remote cannot
+    send them (down since, its copy damaged or cleaned), the step that makes the folder is run
+    again here, without making a stub of it: a remote that fails never fails a build."""
+    path = Path(folder)
+    marker = targets.stub_of(path)
+    if marker is None:
+        return path
+    key, expect = marker["key"], (path / digest.MANIFEST).read_bytes()
+    try:
+        return store.materialize(key, f"{task} reads {folder}", expect=expect, names=names)
+    except Unavailable as e:
+        say(f"  {task}: cannot fetch the files of {folder} ({e}); making it here")
+        store.forget_stub(key, e.damaged)
+    maker = _maker_of(folder)
+    if maker is None or isinstance(_guarded(_RUN[type(maker)], maker), TaskFailed):
+        raise InputUnavailable(f"its input {folder} (key {key[:12]}) could not be fetched nor made again")
+    if targets.stub_of(path) is not None or (path / digest.MANIFEST).read_bytes() != expect:
+        # this step's key was computed from the other content; the next build starts from the new one
+        raise InputUnavailable(f"its input {folder} came out different when made again here (its step is not "
+                               "deterministic); run the build again")
+    return path
+
+
+def _maker_of(folder: str) -> Step | None:
+    """The step of this project that writes `folder` (compiled again: only when a stub's files are lost)."""
+    from modelmake.build.compile import load_steps
+
+    want = os.path.normpath(folder)
+    for step in load_steps(Path("."))[1]:
+        if isinstance(step, (SourceStep, PassStep)) and any(os.path.normpath(o) == want for o in step.outputs()):
+            return step
+    return None
 
 
 def _report(task: str, key: str, built: bool, seconds: float) -> None:
@@ -81,9 +141,10 @@ def _report(task: str, key: str, built: bool, seconds: float) -> None:
     say(f"  {task}: {how} (key {key[:12]})")
 
 
-def _get_or_build(store: Store, key: str, build: Callable[[Path], None], label: str) -> tuple[Path, bool]:
+def _get_or_build(store: Store, key: str, build: Callable[[Path], None], label: str,
+                  lazy: bool = False) -> tuple[Path | Stub, bool]:
     t0 = time.monotonic()
-    obj, built = store.get_or_build(key, build, label)
+    obj, built = store.get_or_build(key, build, label, lazy=lazy)
     _report(label, key, built, time.monotonic() - t0)
     return obj, built
 
@@ -97,11 +158,11 @@ def _run_source(step: SourceStep, store: Store) -> dict:
     for item in step.items:  # fetch everything first: a failed item leaves no target at all
         label = f"{step.task} {item.what}"
         obj, built = _get_or_build(store, item.key(root, step.version),
-                                   lambda out, s=item.source: fetch(s, out, root), label)
+                                   lambda out, s=item.source: fetch(s, out, root), label, lazy=True)
         fetched.append((obj, Path(item.out), label))
         built_items.append(built)
     for obj, out, label in fetched:
-        _place(obj, out, label)
+        _place(obj, out, label, store)
     return {"built": any(built_items)}
 
 
@@ -114,15 +175,19 @@ def _run_pass(step: PassStep, store: Store) -> dict:
     p = passes.get(step.type)
 
     def build(out: Path) -> None:
-        ctx = StepContext(config=p.config_class.from_dict(step.config), model_dir=Path(step.input), out_dir=out,
-                          datasets={n: load_dataset_folder(Path(d.dir), d.spec) for n, d in step.datasets.items()},
-                          step=step.task, tokenizer_dir=Path(step.tokenizer) if step.tokenizer else None)
+        from modelmake.core.textenc import TOKENIZER_FILES
+
+        local = lambda folder, names=None: _local(store, folder, step.task, names)  # noqa: E731
+        ctx = StepContext(config=p.config_class.from_dict(step.config), model_dir=local(step.input), out_dir=out,
+                          datasets={n: load_dataset_folder(local(d.dir), d.spec) for n, d in step.datasets.items()},
+                          step=step.task,
+                          tokenizer_dir=local(step.tokenizer, TOKENIZER_FILES) if step.tokenizer else None)
         if step.model_task is not None:  # task_dependent passes only: the task is in their key
             ctx.task = step.model_task
         p.run_function()(ctx)
 
-    obj, built = _get_or_build(store, key, build, step.task)
-    _place(obj, Path(step.out), step.task)
+    obj, built = _get_or_build(store, key, build, step.task, lazy=True)
+    _place(obj, Path(step.out), step.task, store)
     return {"key": key, "built": built}
 
 
@@ -138,11 +203,16 @@ def _run_eval(step: EvalStep, store: Store) -> dict:
             digest.canonical(compute())), label)
         return json.loads((obj / "result.json").read_bytes())
 
+    def local(folder: str, names: tuple[str, ...] | None = None) -> Path:
+        return _local(store, folder, step.task, names)
+
     def build(folder: Path) -> None:
         from modelmake.inputs.data import evaluation_rows
 
-        texts, labels = evaluation_rows(Path(step.data_dir), step.data, step.evaluate["max_samples"])
-        metrics = measure.evaluate(step.evaluation(), texts, labels, keep)
+        def rows() -> tuple[list[str], list[int]]:
+            return evaluation_rows(local(step.data_dir), step.data, step.evaluate["max_samples"])
+
+        metrics = measure.evaluate(step.evaluation(), rows, keep, local)
         (folder / "metrics.json").write_bytes(json.dumps(metrics, indent=1, sort_keys=True).encode() + b"\n")
 
     try:
@@ -151,6 +221,8 @@ def _run_eval(step: EvalStep, store: Store) -> dict:
         # metrics.json of an earlier build would pass for this recipe's: no metrics, no target
         targets.remove(Path(step.out))
         raise
+    if built:  # so that `modelmake why` elsewhere can say this host measured these inputs
+        hosts.note_host(store, step, {role: folder_content(f) for role, f in step.inputs().items()})
     _place(obj / "metrics.json", Path(step.out), step.task)
     metrics = json.loads((obj / "metrics.json").read_bytes())
     measure.print_metrics(step.recipe, metrics)
@@ -167,9 +239,10 @@ def _run_package(step: PackageStep, store: Store) -> dict:
     key = step.key(folder_content, metrics)
 
     def build(folder: Path) -> None:
-        model = Path(step.model) / "model.onnx"
+        model = _local(store, step.model, step.task) / "model.onnx"
+        tokenizer = _local(store, step.tokenizer, step.task, package.TOKENIZER_FILES)
         config = package.inference_config(model, step.package["max_length"], task=step.model_task)
-        package.build_package(folder / "package.zip", model, Path(step.tokenizer), metrics, config,
+        package.build_package(folder / "package.zip", model, tokenizer, metrics, config,
                               {"recipe": step.recipe, "libraries": step.libraries})
 
     obj, built = _get_or_build(store, key, build, step.task)
@@ -179,7 +252,7 @@ def _run_package(step: PackageStep, store: Store) -> dict:
 
 def _publish_model(step: PublishStep, store: Store) -> None:
     for target in step.targets:
-        _place(Path(step.model) / "model.onnx", Path(target), step.task)
+        _place(_local(store, step.model, step.task) / "model.onnx", Path(target), step.task)
         say(f"  {step.task}: final model at {target}")
 
 

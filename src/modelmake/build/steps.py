@@ -174,6 +174,9 @@ class EvalStep(Step):
     # length since 2026-12; dynamic int8 picks one activation scale per batch, so an int8
     # model's outputs depend on which rows share a batch, and the grouping is part of the key
     batching: str = "by-length"
+    # role -> whether that model computes in integers (None: its ops tell); not a key part of
+    # the step (the models' content is), but of the output measurements (metrics/measure.py)
+    integer: dict[str, bool | None] = field(default_factory=dict)
 
     def inputs(self) -> dict[str, str]:
         out = {"model": self.model, "tokenizer": self.tokenizer, "data": self.data_dir}
@@ -214,7 +217,8 @@ class EvalStep(Step):
         return Evaluation(label=self.task, recipe=self.recipe, evaluate=self.evaluate, model_task=self.model_task,
                           data_dir=self.data_dir, data=self.data, models=self.models(), version=self.version,
                           libraries=self.libraries, host=self.host, custom_files=self.custom_files,
-                          custom_code=self.custom_code, recipe_file=self.recipe_file, batching=self.batching)
+                          custom_code=self.custom_code, recipe_file=self.recipe_file, batching=self.batching,
+                          integer=self.integer)
 
 
 # ---------------------------------------------------------------- package

@@ -5,6 +5,11 @@ place. A small sidecar (`.mm-stat*`, ignored by manifests) records each file's s
 digest at that moment, so a later run can tell cheaply (stat only) that a target is untouched, and
 for certain (digest) that one was edited, truncated or bit-flipped on disk — then the task is
 stale and its result is restored from the store instead of being handed on.
+
+A step whose result only the remote holds is placed as a stub (builds without the bytes): its
+folder holds the result's `manifest.json` (so downstream dependencies and keys are the same as for
+the full folder) and a `.mm-remote.json` marker naming the key, the remote and the files' count
+and size. The sidecar covers both, so a stub is intact when neither changed.
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from modelmake.core.faults import kill_point
 from modelmake.core.files import atomic_file, copy_writable, rmtree, sweep_leftovers
 
 FOLDER_SIDECAR = ".mm-stat.json"
+REMOTE_MARKER = ".mm-remote.json"   # in a stub folder: where its files are
 # a target without a sidecar (placed by hand, or before sidecars existed) is not trusted, but it
 # is not "damaged" either: runner replaces it without a warning
 NO_RECORD = "no record of what was placed there"
@@ -30,9 +36,18 @@ def _sidecar(path: Path) -> Path:
 
 def _files(path: Path) -> dict[str, Path]:
     if path.is_dir():
-        rels = [p.as_posix() for p in digest.list_files(path)] + [digest.MANIFEST]
+        rels = [p.as_posix() for p in digest.list_files(path)] + [digest.MANIFEST, REMOTE_MARKER]
         return {rel: path / rel for rel in rels if (path / rel).exists()}
     return {path.name: path}
+
+
+def stub_of(path: Path) -> dict | None:
+    """The marker of a stub folder ({"key", "remote", "files", "size"}), or None for anything else."""
+    try:
+        marker = json.loads((Path(path) / REMOTE_MARKER).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) and isinstance(marker.get("key"), str) else None
 
 
 def record(path: Path) -> None:
@@ -72,6 +87,15 @@ def problem(path: Path) -> str | None:
     return None
 
 
+def holds(path: Path, manifest: bytes) -> bool:
+    """`path` is an intact full folder (not a stub) whose manifest is `manifest`."""
+    try:
+        same = (Path(path) / digest.MANIFEST).read_bytes() == manifest
+    except OSError:
+        return False
+    return same and stub_of(path) is None and problem(path) is None
+
+
 def intact(paths: list[str]) -> bool:
     """doit `uptodate` check: every target is as it was placed."""
     return all(problem(Path(p)) is None for p in paths)
@@ -79,12 +103,26 @@ def intact(paths: list[str]) -> bool:
 
 def place_folder(obj: Path, dest: Path) -> None:
     """Copy a store object to dest: a full copy next to dest, then swapped in by renames."""
+    _swap_in(dest, lambda tmp: shutil.copytree(obj, tmp, copy_function=copy_writable))
+
+
+def place_stub(dest: Path, manifest: bytes, marker: dict) -> None:
+    """Put the stub of a result whose files stay in the remote at dest: its manifest and marker."""
+    def fill(tmp: Path) -> None:
+        tmp.mkdir()
+        (tmp / digest.MANIFEST).write_bytes(manifest)
+        (tmp / REMOTE_MARKER).write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
+    _swap_in(dest, fill)
+
+
+def _swap_in(dest: Path, fill) -> None:
+    """Make a folder with `fill(temp path)` next to dest, then swap it in by renames."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(dest)
     tmp = dest.parent / f".mm-{dest.name}.{uuid.uuid4().hex[:8]}"
     old = dest.parent / f".mm-old-{dest.name}.{uuid.uuid4().hex[:8]}"
     try:
-        shutil.copytree(obj, tmp, copy_function=copy_writable)
+        fill(tmp)
         if dest.exists():
             os.rename(dest, old)
         kill_point("place")

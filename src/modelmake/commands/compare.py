@@ -16,6 +16,7 @@ versions, so a revision counts as built when it was built with this environment 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -119,12 +120,13 @@ def load_comparison(root: Path, names: list[str] | None = None) -> Comparison:
     """Each selected recipe's metrics in artifacts/ (all recipes when names is empty), with notes
     on recipes that have none yet and on metrics that no longer match their recipe."""
     from modelmake.build.compile import load_steps
-    from modelmake.build.resolve import resolve
+    from modelmake.build.resolve import reading_store, resolve
 
     project, steps = load_steps(root)
     recipes = _recipes(project)
     selected = _select(names, sorted(recipes))
-    resolved = resolve(project, steps)
+    with contextlib.redirect_stdout(sys.stderr):  # what the remote says is not the answer
+        resolved = resolve(project, steps, reading_store(project))
     out: list[RecipeMetrics] = []
     notes: list[str] = []
     for name in selected:
@@ -327,9 +329,8 @@ def revision_metrics(root: Path, rev: str) -> RevMetrics:
     """Metrics of every evaluated recipe as of git revision `rev`, read from the build store."""
     from modelmake.build.compile import compile_steps, load_plugins
     from modelmake.build.project import Project, find_project
-    from modelmake.build.resolve import resolve
+    from modelmake.build.resolve import reading_store, resolve
     from modelmake.inputs.recipe import load_recipes
-    from modelmake.store import Store
 
     load_plugins()
     root = Path(root).resolve()
@@ -364,7 +365,9 @@ def revision_metrics(root: Path, rev: str) -> RevMetrics:
                     (tree / path).symlink_to(root / path)
                     out.notes.append(f"{path} is not in git at {rev}; the working copy was used")
             rev_project = Project(tree, tree / "artifacts", project.store)
-            resolved = resolve(rev_project, compile_steps(rev_project), Store(project.store))
+            # the remote too: a revision CI built is found there (entries and metrics.json are read)
+            with contextlib.redirect_stdout(sys.stderr):
+                resolved = resolve(rev_project, compile_steps(rev_project), reading_store(project))
         except RecipeError as e:
             raise RecipeError(f"{rev}:{prefix}{e.file}", e.key, e.message) from None
         for name, r in sorted(recipes.items()):

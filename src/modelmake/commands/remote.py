@@ -8,7 +8,8 @@ a result missing here is resolved from the remote's entry):
   built nowhere yet);
 - `push [recipe ...]`: upload the current results this store holds, and the measurements their
   evaluations used (from the build records), that the remote lacks;
-- `pull [recipe ...]`: download every current result the remote holds into the local store;
+- `pull [recipe ...]`: download every current result the remote holds into the local store, and
+  fill the step folders a build left as stubs (their files in the remote) in artifacts/;
 - `remote clean [--dry-run] [--older-than DAYS]`: remove results no current recipe uses and older
   than DAYS, then what nothing lists (store/remote_gc.py). `modelmake store gc` never touches the remote.
 """
@@ -101,7 +102,7 @@ def status(s: _Session, as_json: bool) -> int:
         if o["recipe"] != recipe:
             recipe = o["recipe"]
             print(recipe)
-        note = {LOCAL: "`modelmake push` uploads it", REMOTE: "a build downloads it",
+        note = {LOCAL: "`modelmake push` uploads it", REMOTE: "a build restores it, `modelmake pull` downloads it",
                 MISSING: "a build computes it", UNKNOWN: o["reason"]}.get(o["state"], "")
         print(f"  {o['state']:<12}  {o['task']:<{width}}  {note}".rstrip())
     said = ", ".join(f"{n} {st}" for st, n in counts.items() if n)
@@ -130,10 +131,10 @@ def push(s: _Session) -> int:
         raise _Stop("error: uploads are switched off (MODELMAKE_REMOTE_UPLOAD=0 or remote_upload = false)", 2)
     pushed = there = absent = 0
     for key, label in _labelled_keys(s, with_records=True):
-        if not s.store.has(key):
-            absent += 1
-        elif s.holds(key):
+        if s.holds(key):  # a stub here counts too: its files are there
             there += 1
+        elif not s.store.has(key):
+            absent += 1
         elif s.store.upload(key, label):
             pushed += 1
         if s.remote.down or s.remote.uploads_off:
@@ -154,9 +155,45 @@ def pull(s: _Session) -> int:
         else:
             absent += 1
         s.check()
+    filled, unfilled = _fill_stubs(s)
+    s.check()
     print(f"pulled {pulled} results from {s.remote.shown}; {here} already here; "
-          f"{absent + len(unknown)} in neither store (a build computes them)")
-    return 0
+          f"{absent + len(unknown)} in neither store (a build computes them)"
+          + (f"; filled {filled} step folders in artifacts/" if filled else ""))
+    for line in unfilled:
+        print(line, file=sys.stderr)
+    return 1 if unfilled else 0
+
+
+def _fill_stubs(s: _Session) -> tuple[int, list[str]]:
+    """Replace the stub folders of the chosen recipes' steps in artifacts/ (a manifest and a
+    marker, their files in the remote) by full copies, as a build that downloads everything would
+    have placed them. Under the project lock: no build writes artifacts/ meanwhile."""
+    from modelmake.build import lock, targets
+    from modelmake.core import digest
+    from modelmake.store.local import Unavailable
+
+    stubs = [(task, s.project.root / out) for task in s.tasks for out in s.specs[task].outputs()
+             if targets.stub_of(s.project.root / out) is not None]
+    if not stubs:
+        return 0, []
+    filled, unfilled = 0, []
+    held = lock.acquire_project_lock(s.project.artifacts)
+    try:
+        for task, path in stubs:
+            marker = targets.stub_of(path)
+            if marker is None or targets.problem(path) is not None:
+                continue  # changed meanwhile, or damaged: the next build deals with it
+            try:
+                obj = s.store.materialize(marker["key"], task, expect=(path / digest.MANIFEST).read_bytes())
+            except Unavailable as e:
+                unfilled.append(f"error: {task}: {s.project.rel(path)} stays a stub: {e}")
+                continue
+            targets.place_folder(obj, path)
+            filled += 1
+    finally:
+        held.close()
+    return filled, unfilled
 
 
 # ---------------------------------------------------------------- remote clean

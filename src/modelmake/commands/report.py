@@ -343,10 +343,11 @@ def page(project, comp: compare.Comparison, steps: dict[str, list[StepRun]]) -> 
 
 def write_report(root: Path, names: list[str] | None = None, out: Path | None = None) -> tuple[Path, compare.Comparison]:
     from modelmake.build.compile import load_steps
+    from modelmake.build.resolve import reading_store
 
     project, all_steps = load_steps(root)
     comp = compare.load_comparison(root, names)
-    steps = recipe_steps(project, all_steps, Store(project.store), [r.name for r in comp.recipes])
+    steps = recipe_steps(project, all_steps, reading_store(project), [r.name for r in comp.recipes])
     html = page(project, comp, steps)
     dest = Path(out) if out else project.artifacts / DEFAULT
     atomic_file(dest, lambda tmp: tmp.write_text(html, encoding="utf-8"))

@@ -5,13 +5,19 @@ A task is judged by its store key, the way a build judges it (resolve.py compute
 - restorable: not up to date, but the store holds the current key: a build copies it back;
 - stale: a build has to compute it;
 - never built: no record here and nothing in the store.
+With a remote, a result it holds counts as restorable too (its entry is read, nothing is
+downloaded but the evaluations' metrics.json a package key needs), and a step placed as a stub
+(its files left in the remote, targets.py) is "up to date (files in the remote)".
 `why` names the difference: settings (Step.settings()) against the record's, input digests
-against the record's (and which task makes each input), damaged or missing targets.
+against the record's (and which task makes each input), damaged or missing targets; for an
+evaluation that must be measured, that timings are keyed by host (and which other hosts the
+remote's note says measured the same inputs, hosts.py).
 Nothing here imports an ML library, so both answer in well under a second.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -20,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelmake.core import digest
-from modelmake.build import records, targets
+from modelmake.build import hosts, records, targets
 from modelmake.build.compile import load_steps
-from modelmake.build.resolve import Resolution, producers, resolve
-from modelmake.build.steps import PackageStep, PublishStep, SourceStep, Step
+from modelmake.build.resolve import Resolution, producers, reading_store, resolve
+from modelmake.build.steps import EvalStep, PackageStep, PublishStep, SourceStep, Step
 from modelmake.metrics.catalogue import PORTABLE
-from modelmake.store import Store
 
 UP_TO_DATE, RESTORABLE, STALE, NEVER = "up to date", "restorable", "stale", "never built"
 STATES = (UP_TO_DATE, RESTORABLE, STALE, NEVER)
@@ -42,10 +47,15 @@ class Verdict:
     keys: list[str] = field(default_factory=list)      # current store key(s), when they can be known
     last_keys: list[str] = field(default_factory=list)  # store key(s) of the last run here
     last_run: str | None = None                      # when the last run here finished (UTC)
+    files: str | None = None   # where the files of a stub target are ("remote" or "store"), else None
+
+    @property
+    def shown_state(self) -> str:
+        return f"{self.state} (files in the {self.files})" if self.files else self.state
 
     def as_json(self) -> dict:
         return {"task": self.task, "recipe": self.recipe, "state": self.state, "reasons": self.reasons,
-                "keys": self.keys, "last_keys": self.last_keys, "last_run": self.last_run}
+                "keys": self.keys, "last_keys": self.last_keys, "last_run": self.last_run, "files": self.files}
 
 
 # ---------------------------------------------------------------- comparing settings
@@ -106,7 +116,7 @@ class Explainer:
     def __init__(self, root: Path):
         self.project, steps = load_steps(root)
         self.root = self.project.root
-        self.store = Store(self.project.store)
+        self.store = reading_store(self.project)  # a result CI built is restorable, not stale
         self.resolved = resolve(self.project, steps, self.store)
         self.specs: dict[str, Step] = {s.task: s for s in steps}
         # folder a task writes -> the task, so an input can be traced to the step that makes it
@@ -150,7 +160,7 @@ class Explainer:
 
         if same_key and not problems:
             v.state = UP_TO_DATE
-            v.reasons = [self._done_note(record, res)]
+            v.reasons = self._stub_notes(spec, v) + [self._done_note(record, res)]
             return v
         absent = [] if record is not None or present else ["not in artifacts/ (no build record, no target)"]
         if current and res.in_store:
@@ -159,13 +169,55 @@ class Explainer:
                 f"the store holds its result for the current inputs and settings (key {current[0][:12]}): "
                 "a build restores it without recomputing"]
             return v
+        if current and res.in_remote:
+            v.state = RESTORABLE
+            v.reasons = absent + changes + problems + [
+                f"the remote {self.store.remote.shown} holds its result for the current inputs and settings "
+                f"(key {current[0][:12]}): a build restores it without recomputing"]
+            return v
         v.state = NEVER if absent else STALE
         v.reasons = changes + problems
-        missing = [k for k in current if not self.store.has(k)]
+        missing = [k for k in current if not self.store.known(k)]
         if missing:
             verb = "fetches" if isinstance(spec, SourceStep) else "computes" if absent else "recomputes"
-            v.reasons.append(f"not in the store (key {', '.join(k[:12] for k in missing)}): a build {verb} it")
+            where = "the store" if self.store.remote is None else "the store nor the remote"
+            v.reasons.append(f"not in {where} (key {', '.join(k[:12] for k in missing)}): a build {verb} it")
+        if isinstance(spec, EvalStep):
+            v.reasons += self._host_notes(spec, res)
         return v
+
+    def _stub_notes(self, spec: Step, v: Verdict) -> list[str]:
+        """An up-to-date step whose folder holds only its manifest: where its files are."""
+        out, places = [], set()
+        for rel in spec.outputs():
+            marker = targets.stub_of(self.root / rel)
+            if marker is None:
+                continue
+            local = self.store.has(marker["key"])
+            places.add("store" if local else "remote")
+            where = "the local store" if local else f"the remote {marker.get('remote') or ''}".rstrip()
+            n, size = marker.get("files"), marker.get("size")
+            what = f"{n} file{'' if n == 1 else 's'}" if isinstance(n, int) else "files"
+            what += f", {size / 1e6:.1f} MB" if isinstance(size, (int, float)) else ""
+            out.append(f"{rel} holds only its manifest; its files ({what}) are in {where}, fetched when a step "
+                       f"reads them; `modelmake pull {spec.recipe}` puts them there")
+        if places:
+            v.files = "remote" if "remote" in places else "store"
+        return out
+
+    def _host_notes(self, spec: EvalStep, res: Resolution) -> list[str]:
+        """An evaluation the remote lacks: its timings are keyed by host, and which other kinds of
+        host measured the same inputs (the remote's note)."""
+        if self.store.remote is None or res.key is None or any(d is None for d in res.inputs.values()):
+            return []
+        here = (f"timings (latency, throughput, memory) are keyed by host, and this host is "
+                f"{hosts.describe(spec.host)} (the host.* settings)")
+        others = hosts.other_hosts(self.store, spec, dict(res.inputs))
+        if not others:
+            return [f"{here}; the remote holds no evaluation of these inputs measured on it"]
+        return [f"the remote holds this evaluation of the same inputs measured on another kind of host "
+                f"({'; '.join(hosts.describe(h) for h in others[-3:])}); {here}, so it is measured again here "
+                "(accuracy and other host-independent measurements are reused)"]
 
     def _input_changes(self, spec: Step, res: Resolution, record: dict | None) -> list[str]:
         out = []
@@ -333,7 +385,7 @@ def print_status(verdicts: list[Verdict], out=None) -> None:
         counts = summary(group)
         print(f"{recipe}  ({', '.join(f'{n} {s}' for s, n in counts.items())})", file=out)
         for v in group:
-            note = v.reasons[0] if v.state != UP_TO_DATE and v.reasons else ""
+            note = v.reasons[0] if v.state != UP_TO_DATE and v.reasons else f"(files in the {v.files})" if v.files else ""
             state = _paint(v.state, f"{v.state:<11}", color)
             print(f"  {state}  {v.task:<{width}}  {note}".rstrip(), file=out)
     print(_summary_line(summary(verdicts)), file=out)
@@ -346,7 +398,7 @@ def print_why(verdicts: list[Verdict], out=None) -> None:
     color = _use_color(out)
     for v in verdicts:
         since = f" (compared with its last build here, {v.last_run})" if v.last_run and v.state != UP_TO_DATE else ""
-        print(f"{v.task}: {_paint(v.state, v.state, color)}{since}", file=out)
+        print(f"{v.task}: {_paint(v.state, v.shown_state, color)}{since}", file=out)
         for reason in v.reasons:
             print(f"  - {reason}", file=out)
 
@@ -366,7 +418,8 @@ def main(command: str, argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     args = ap.parse_args(argv)
 
-    ex = Explainer(Path.cwd())
+    with contextlib.redirect_stdout(sys.stderr):  # what the remote says (a warning, a download) is not the answer
+        ex = Explainer(Path.cwd())
     wanted = [args.target] if command == "why" else args.recipes
     names: list[str] = []
     for what in wanted:

@@ -11,6 +11,9 @@ from pathlib import Path
 import numpy as np
 
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+# every file of a tokenizer folder that evaluation, calibration and packages read: what a step
+# fetches of a folder it reads only as a tokenizer (a fine-tuned checkpoint's weights stay behind)
+TOKENIZER_FILES = ("special_tokens_map.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt")
 
 
 def padding_of(tokenizer_dir: Path, tok) -> tuple[int, str]:

@@ -2,9 +2,13 @@
 each measurement a stored result of its own (keyed by what determines it), combined into flat
 metrics and judged against the recipe's goals.
 
-The build's eval step (build/runner.py) hands over an `Evaluation` and a `keep` function that
-gets a result from the store or computes and stores it; nothing here knows about doit or the
-store. A new metric family is one function in `_FAMILIES` and a row in the metric catalogue.
+The build's eval step (build/runner.py) hands over an `Evaluation`, the test rows (loaded on first
+use), a `keep` function that gets a result from the store or computes and stores it, and a
+`local` function that gives the folder holding a model's or tokenizer's files; nothing here knows
+about doit or the store. Keys use only the folders' content digests, and the files are asked for
+inside `compute` alone, so a measurement found in the store reads no model file (a folder whose
+files are still in the remote is not downloaded for it). A new metric family is one function in
+`_FAMILIES` and a row in the metric catalogue.
 """
 from __future__ import annotations
 
@@ -18,6 +22,15 @@ from modelmake.core.progress import say
 
 # (key, label, compute) -> the result: from the store, or computed and stored
 Keep = Callable[[str, str, Callable[[], dict]], dict]
+# () -> (texts, labels) of the test split
+Rows = Callable[[], tuple[list[str], list[int]]]
+# (folder, only these files or None) -> a local folder holding that folder's files
+Local = Callable[[str, "tuple[str, ...] | None"], Path]
+
+
+def as_is(folder: str, names: tuple[str, ...] | None = None) -> Path:
+    """`Local` for folders that hold their files."""
+    return Path(folder)
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,9 @@ class Evaluation:
     custom_code: dict[str, str]                # custom metric -> that file's digest
     recipe_file: str                           # the recipe as the user knows it, for messages
     batching: str                              # how rows are grouped into batches (build/steps.EvalStep)
+    # role -> whether that model computes in integers, as its chain of passes says; None: read
+    # from the model's ops (a user's ONNX file, a plugin pass that does not say)
+    integer: dict[str, bool | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -45,9 +61,23 @@ class _Measuring:
     """What every metric family needs: the models, the test split, how results are kept, the key parts."""
 
     e: Evaluation
-    texts: list[str]
-    labels: list[int]
+    rows: Rows
     keep: Keep
+    local: Local = as_is
+    _loaded: tuple[list[str], list[int]] | None = None
+
+    @property
+    def texts(self) -> list[str]:
+        return self._rows()[0]
+
+    @property
+    def labels(self) -> list[int]:
+        return self._rows()[1]
+
+    def _rows(self) -> tuple[list[str], list[int]]:
+        if self._loaded is None:
+            self._loaded = self.rows()
+        return self._loaded
     _integer: dict[str, bool] = field(default_factory=dict)   # role -> its model has quantized ops
 
     @property
@@ -83,17 +113,24 @@ class _Measuring:
 
     def is_integer(self, role: str) -> bool:
         if role not in self._integer:
-            from modelmake.runtime import onnxmeta
+            known = self.e.integer.get(role)
+            if known is None:  # the model's files are needed (fetched, if they are in the remote)
+                from modelmake.runtime import onnxmeta
 
-            self._integer[role] = bool(onnxmeta.quantized_ops(self.path(role)[0]))
+                known = bool(onnxmeta.quantized_ops(self.path(role)[0]))
+            self._integer[role] = known
         return self._integer[role]
 
     def stored(self, key: str, what: str, compute: Callable[[], dict]) -> dict:
         return self.keep(key, f"{self.e.label} {what}", compute)
 
     def path(self, role: str) -> tuple[Path, Path]:
+        """(model.onnx, tokenizer folder) of a model, their files fetched when they are elsewhere:
+        call it inside a computation only."""
+        from modelmake.core.textenc import TOKENIZER_FILES
+
         folder, tok = self.models[role]
-        return Path(folder) / "model.onnx", Path(tok)
+        return self.local(folder, None) / "model.onnx", self.local(tok, TOKENIZER_FILES)
 
 
 def _quality(m: _Measuring) -> dict[str, dict]:
@@ -104,11 +141,10 @@ def _quality(m: _Measuring) -> dict[str, dict]:
 
     out = {}
     for role in m.models:
-        model, tok = m.path(role)
         key = m.key("quality", role, max_length=m.ev["max_length"], batch_size=m.ev["batch_size"],
                     batching=m.e.batching, **m.arithmetic(role))
-        out[role] = m.stored(key, f"{role} quality", lambda model=model, tok=tok: evaluate.measure_quality(
-            model, tok, m.texts, m.labels, batch_size=m.ev["batch_size"], max_length=m.ev["max_length"]))
+        out[role] = m.stored(key, f"{role} quality", lambda role=role: evaluate.measure_quality(
+            *m.path(role), m.texts, m.labels, batch_size=m.ev["batch_size"], max_length=m.ev["max_length"]))
     return out
 
 
@@ -159,10 +195,9 @@ def _memory(m: _Measuring) -> dict[str, dict]:
              "runs": evaluate.MEMORY_RUNS}
     out = {}
     for role in m.models:
-        model, tok = m.path(role)
         key = m.key("memory", role, memory=setup, host=m.e.host)
-        out[role] = m.stored(key, f"{role} memory", lambda model=model, tok=tok: evaluate.measure_memory(
-            model, tok, m.texts, batch=lat["batch"], sequence=lat["sequence"], threads=lat["threads"]))
+        out[role] = m.stored(key, f"{role} memory", lambda role=role: evaluate.measure_memory(
+            *m.path(role), m.texts, batch=lat["batch"], sequence=lat["sequence"], threads=lat["threads"]))
     return out
 
 
@@ -171,7 +206,7 @@ def _size(m: _Measuring) -> dict[str, dict]:
         return {}
     from modelmake.metrics import evaluate
 
-    return {role: {"size_mb": evaluate.size_mb(m.path(role)[0])} for role in m.models}
+    return {role: {"size_mb": evaluate.size_mb(m.local(m.models[role][0], None) / "model.onnx")} for role in m.models}
 
 
 def _custom(m: _Measuring) -> dict[str, dict]:
@@ -184,12 +219,11 @@ def _custom(m: _Measuring) -> dict[str, dict]:
         file = m.e.custom_files[c["name"]]
         where = f"{m.e.recipe_file}: evaluate.custom[{i}].function"
         for role in m.models:
-            model, tok = m.path(role)
             extra = {"host": m.e.host} if c["host_dependent"] else m.arithmetic(role)
             key = m.key("custom", role, metric=c, code=m.e.custom_code[c["name"]], batching=m.e.batching,
                         max_length=m.ev["max_length"], batch_size=m.ev["batch_size"], **extra)
-            out[role].update(m.stored(key, f"{role} {c['name']}", lambda model=model, tok=tok: evaluate.measure_custom(
-                c["name"], c["function"], Path(file), where, model, tok, m.texts, m.labels,
+            out[role].update(m.stored(key, f"{role} {c['name']}", lambda role=role: evaluate.measure_custom(
+                c["name"], c["function"], Path(file), where, *m.path(role), m.texts, m.labels,
                 batch_size=m.ev["batch_size"], max_length=m.ev["max_length"])))
     return out
 
@@ -200,10 +234,10 @@ _FAMILIES: tuple[Callable[[_Measuring], dict[str, dict]], ...] = (_quality, _sim
                                                                        _custom)
 
 
-def measure(e: Evaluation, texts: list[str], labels: list[int], keep: Keep) -> dict[str, dict]:
+def measure(e: Evaluation, rows: Rows, keep: Keep, local: Local = as_is) -> dict[str, dict]:
     """Metrics of the model and its baseline, {role: {metric: value}}; every measurement is a
     result of its own (`keep`), reused by other recipes and later runs."""
-    m = _Measuring(e, texts, labels, keep)
+    m = _Measuring(e, rows, keep, local)
     out: dict[str, dict] = {role: {} for role in e.models}
     for family in _FAMILIES:
         for role, values in family(m).items():
@@ -230,13 +264,13 @@ def combine(final: dict, baseline: dict | None) -> dict:
     return dict(sorted(metrics.items()))
 
 
-def evaluate(e: Evaluation, texts: list[str], labels: list[int], keep: Keep) -> dict:
-    """The recipe's metrics.json content on the test split's `texts` and `labels`: the model's
-    metrics, the baseline's, deltas, and the goals verdict. Raises GoalsFailed (after printing the
-    table) when a goal fails and the recipe says on_goal_failure = "fail"."""
+def evaluate(e: Evaluation, rows: Rows, keep: Keep, local: Local = as_is) -> dict:
+    """The recipe's metrics.json content on the test split (`rows`): the model's metrics, the
+    baseline's, deltas, and the goals verdict. Raises GoalsFailed (after printing the table) when a
+    goal fails and the recipe says on_goal_failure = "fail"."""
     from modelmake.metrics import goals
 
-    measured = measure(e, texts, labels, keep)
+    measured = measure(e, rows, keep, local)
     metrics = combine(measured["model"], measured.get("baseline"))
     ev = e.evaluate
     if ev["goal"]:

@@ -50,6 +50,11 @@ class Pass:
     tasks: tuple[str, ...] | None = None
     # what else a user should know to use it well (where to place it, measurements); docs only
     notes: str = ""
+    # what an ONNX output computes in: "float", "integer" (it emits quantized ops), "as-input" (it
+    # keeps what its input computes in) or "unknown" (the eval step reads the model's ops). Quality
+    # metrics of integer models are keyed by the host's int8 path (docs/quantization.md), and this
+    # lets the build decide that without reading a model whose files are still in the remote.
+    computes: str = "unknown"
 
     @functools.cached_property
     def config_class(self) -> type[PassConfig]:

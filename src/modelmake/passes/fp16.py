@@ -18,6 +18,7 @@ PASS = Pass(
     ),
     input_format=ONNX,
     output_format=ONNX,
+    computes="as-input",
     version=1,
     libraries=("onnx", "onnxruntime", "numpy"),
     run="modelmake.passes.fp16:run",

@@ -31,6 +31,7 @@ PASS = Pass(
     ),
     input_format=ONNX,
     output_format=ONNX,
+    computes="integer",
     version=1,
     libraries=("onnx", "onnxruntime", "numpy"),
     run="modelmake.passes.int4:run",

@@ -30,6 +30,7 @@ PASS = Pass(
     ),
     input_format=ONNX,
     output_format=ONNX,
+    computes="as-input",
     version=1,
     libraries=("onnx", "onnxruntime"),
     run="modelmake.passes.ort_optimize:run",

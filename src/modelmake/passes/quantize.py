@@ -17,6 +17,7 @@ PASS = Pass(
     ),
     input_format=ONNX,
     output_format=ONNX,
+    computes="integer",
     version=1,
     libraries=("onnx", "onnxruntime"),
     run="modelmake.passes.quantize:run",

@@ -39,6 +39,7 @@ PASS = Pass(
     ),
     input_format=ONNX,
     output_format=ONNX,
+    computes="as-input",
     version=1,
     libraries=("onnx", "onnxscript", "onnx-ir"),
     run="modelmake.passes.script_fusion:run",

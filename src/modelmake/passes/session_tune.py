@@ -51,6 +51,7 @@ PASS = Pass(
     ),
     input_format=ONNX,
     output_format=ONNX,
+    computes="as-input",
     version=1,
     libraries=("onnx", "onnxruntime"),
     run="modelmake.passes.session_tune:run",

@@ -42,6 +42,7 @@ PASS = Pass(
     ),
     input_format=ONNX,
     output_format=ONNX,
+    computes="integer",
     version=1,
     libraries=("onnx", "onnxruntime", "numpy", "tokenizers"),
     run="modelmake.passes.static_quantize:run",

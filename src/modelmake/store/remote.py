@@ -217,6 +217,7 @@ class Remote:
         self.down: str | None = None          # why nothing more is asked of the remote
         self.uploads_off: str | None = None   # why nothing more is written to it
         self.warn = True                      # say failures as warnings (commands report them themselves)
+        self.fallback = "building locally"    # what goes on without the remote, for that warning
 
     @property
     def shown(self) -> str:
@@ -256,7 +257,7 @@ class Remote:
         if self.down is None:
             self.down = e.reason
             if self.warn:
-                say(f"warning: remote {self.shown}: {e.reason}; building locally")
+                say(f"warning: remote {self.shown}: {e.reason}; {self.fallback}")
 
 
 _open: dict[tuple[int, RemoteConfig], Remote] = {}  # registry: one Remote per process and config

@@ -12,6 +12,7 @@ Nothing in an entry is trusted: `decode` rejects names that could leave the resu
 """
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import hashlib
 import json
@@ -138,6 +139,29 @@ def unsafe_path(path: Any) -> str | None:
     if any(p.startswith(".mm-") for p in parts) or path == digest.MANIFEST:
         return "reserved name"
     return None
+
+
+def note_key(name: str) -> str:
+    """The action-cache name of a note (a small fact beside the results, e.g. which hosts measured
+    some inputs): namespaced apart from every store key."""
+    return ac_key("note:" + name)
+
+
+def encode_note(data: dict) -> bytes:
+    """A note as an ActionResult that lists no files and carries its JSON as stdout (bazel-remote
+    keeps stdout inline), so any Bazel cache stores it."""
+    raw = base64.b64encode(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).decode()
+    return json.dumps({"stdoutRaw": raw}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_note(data: bytes) -> dict | None:
+    """The note's JSON object, or None when the bytes are not a note."""
+    try:
+        doc = json.loads(data)
+        note = json.loads(base64.b64decode(doc["stdoutRaw"], validate=True)) if isinstance(doc, dict) else None
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    return note if isinstance(note, dict) else None
 
 
 def _meta(data: Any) -> dict | None:

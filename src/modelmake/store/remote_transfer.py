@@ -23,7 +23,8 @@ from modelmake.core import digest, progress
 from modelmake.core.faults import kill_point
 from modelmake.core.progress import say
 from modelmake.store.remote import Backend, Remote, RemoteError
-from modelmake.store.remote_entry import Entry, EntryError, FileRef, ac_key, decode, encode, sha256_file
+from modelmake.store.remote_entry import (Entry, EntryError, FileRef, ac_key, decode, decode_note, encode, encode_note,
+                                          note_key, sha256_file)
 
 BLOCK = 1 << 16
 BAR_MIN = 4 << 20  # smaller transfers get only their summary line
@@ -67,22 +68,60 @@ def holds(remote: Remote, key: str) -> bool | None:
         return False
 
 
-def download(remote: Remote, key: str, into: Path, label: str) -> tuple[Entry | None, bool]:
-    """Fetch the remote's result for key into the empty folder `into`, verified.
+def download(remote: Remote, key: str, into: Path, label: str, entry: Entry | None = None,
+             only: Callable[[str], bool] | None = None) -> tuple[Entry | None, bool]:
+    """Fetch the remote's result for key into the empty folder `into`, verified: the files `entry`
+    lists (default: the remote's entry for key), or those of them `only` accepts.
     Returns (entry, damaged): the entry when every file arrived intact, else None, with damaged
     True when the remote's copy is unusable (said in one line; the caller rebuilds and uploads)."""
-    if not remote.usable:
-        return None, False
-    t0 = time.monotonic()
-    try:
-        entry = entry_of(remote, key)
-        if entry is None:
-            return None, False
-        with _meter(f"download {label}", entry.size) as advance:
-            for ref in entry.files:
+    def fetch() -> Entry | None:
+        t0 = time.monotonic()
+        found = entry if entry is not None else entry_of(remote, key)
+        if found is None:
+            return None
+        wanted = [ref for ref in found.files if only is None or only(ref.path)]
+        size = sum(ref.size for ref in wanted)
+        with _meter(f"download {label}", size) as advance:
+            for ref in wanted:
                 dest = into / ref.path
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 remote.retrying(lambda ref=ref, dest=dest: _fetch_file(remote.backend(), ref, dest, advance))
+        some = "" if len(wanted) == len(found.files) else f" of {len(found.files)}"
+        say(f"  {label}: downloaded from remote ({_files(len(wanted))}{some}, {_size(size)} "
+            f"in {time.monotonic() - t0:.1f}s)")
+        return found
+
+    return _attempt(remote, key, label, fetch)
+
+
+def locate(remote: Remote, key: str, label: str) -> tuple[Entry | None, bool]:
+    """The remote's entry for key once every blob it lists is there at its size, without
+    downloading anything: what a build that leaves the files in the remote keeps (a stub).
+    Returns (entry, damaged) like download."""
+    def find() -> Entry | None:
+        found = entry_of(remote, key)
+        if found is None:
+            return None
+        for ref in found.files:
+            size = remote.retrying(lambda ref=ref: remote.backend().blob_size(ref.sha256))
+            if size is None:
+                raise Damaged(f"{ref.path}: blob {ref.sha256[:12]} is missing")
+            if size != ref.size:
+                raise Damaged(f"{ref.path}: {size} of {ref.size} bytes")
+        say(f"  {label}: found in remote ({_files(len(found.files))}, {_size(found.size)}; "
+            "left there until a step needs them)")
+        return found
+
+    return _attempt(remote, key, label, find)
+
+
+def _attempt(remote: Remote, key: str, label: str, work: Callable[[], Entry | None]) -> tuple[Entry | None, bool]:
+    """(work's entry, False), or (None, damaged) when the remote failed (said once, Remote.failed),
+    its copy of key is unusable (said here: damaged) or writing here failed."""
+    if not remote.usable:
+        return None, False
+    try:
+        return work(), False
     except RemoteError as e:
         remote.failed(e)
         return None, False
@@ -92,9 +131,30 @@ def download(remote: Remote, key: str, into: Path, label: str) -> tuple[Entry | 
     except OSError as e:  # writing here failed (a full disk): the build says what it makes of that
         say(f"  {label}: could not restore the remote's copy of {key[:12]} ({e.strerror or e}); building it")
         return None, False
-    say(f"  {label}: downloaded from remote ({_files(len(entry.files))}, {_size(entry.size)} "
-        f"in {time.monotonic() - t0:.1f}s)")
-    return entry, False
+
+
+def get_note(remote: Remote, name: str) -> dict | None:
+    """The remote's note `name` (remote_entry.note_key), or None (absent, unreadable, remote down)."""
+    if not remote.usable:
+        return None
+    try:
+        data = remote.retrying(lambda: remote.backend().get_entry(note_key(name)))
+    except RemoteError as e:
+        remote.failed(e)
+        return None
+    return None if data is None else decode_note(data)
+
+
+def put_note(remote: Remote, name: str, note: dict) -> bool:
+    """Write the note `name` (last writer wins: notes inform, results never depend on them)."""
+    if not remote.writable:
+        return False
+    try:
+        remote.retrying(lambda: remote.backend().put_entry(note_key(name), encode_note(note)))
+    except RemoteError as e:
+        remote.failed(e, writing=True)
+        return False
+    return True
 
 
 def _fetch_file(backend: Backend, ref: FileRef, dest: Path, advance: Callable[[int], None]) -> None:

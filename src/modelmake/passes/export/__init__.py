@@ -35,6 +35,7 @@ PASS = Pass(
     ),
     input_format=HF,
     output_format=ONNX,
+    computes="float",
     version=1,
     libraries=("torch", "transformers", "onnx"),
     # the dynamo exporter writes its graph through onnxscript and onnx-ir
