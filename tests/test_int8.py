@@ -122,6 +122,6 @@ def test_the_chain_of_passes_says_which_models_compute_in_integers():
     from buildkit import steps_of
 
     evals = {t: s.integer for t, s in steps_of(Path(__file__).parents[1]).items() if t.startswith("eval:")}
-    assert evals["eval:bert-int8"] == {"model": True, "baseline": False}   # dynamic-int8, then session-tune
+    assert evals["eval:bert-int8"] == {"model": True, "baseline": False}   # fine-tune, export, fusion, dynamic-int8
     assert evals["eval:bert-int4"]["model"] is True
     assert evals["eval:bert-fp32"]["model"] is False and evals["eval:bert-fp16"]["model"] is False
