@@ -16,7 +16,8 @@ libraries:
 
 medians of `--repeats` runs, interleaved (bare, step, bare, step, ...). Then, in fresh processes,
 the import of each library and a cold `doit optimize` of the same recipe against the sum of
-imports and bare calls. CPU model and the int8-relevant flags are printed with the table.
+imports and bare calls, and the cold build's peak memory. CPU model and the int8-relevant flags
+are printed with the table. A first round warms up and is not counted.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -268,13 +270,15 @@ def main() -> int:
     bare: dict[str, list[float]] = {}
     step: dict[str, list[float]] = {}
     books: dict[str, list[float]] = {}
-    for r in range(args.repeats):
+    # round 0 warms up (lazy imports inside transformers and the passes, file caches) and is not
+    # counted: both sides then run warm, as the docstring says
+    for r in range(args.repeats + 1):
         shutil.rmtree(project / "artifacts", ignore_errors=True)
         runs = work / f"run{r}"
         shutil.rmtree(runs, ignore_errors=True)
         runs.mkdir()
         times = run_steps(project, runs / "store")
-        for k, v in times.items():
+        for k, v in times.items() if r else ():
             step.setdefault(k, []).append(v)
         _, steps = load_steps(project)
         ev = next(s for s in steps if s.kind == "eval")
@@ -288,8 +292,9 @@ def main() -> int:
             t0 = time.perf_counter()
             with quiet():
                 call()
-            bare.setdefault(name, []).append(time.perf_counter() - t0)
-        for k, v in bookkeeping(steps_dir / "export", runs / "books").items():
+            if r:
+                bare.setdefault(name, []).append(time.perf_counter() - t0)
+        for k, v in bookkeeping(steps_dir / "export", runs / "books").items() if r else ():
             books.setdefault(k, []).append(v)
 
     med = {k: statistics.median(v) for k, v in step.items()}
@@ -322,6 +327,8 @@ def main() -> int:
     proc = subprocess.run([sys.executable, "-m", "doit", "optimize:overhead"], cwd=project, env=env,
                           capture_output=True, text=True)
     cold = time.perf_counter() - t0
+    # the largest resident set of any process the build started (doit and its memory probes)
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if proc.returncode != 0:
         sys.exit(f"cold build failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     floor = sum(imports.values()) + sum(statistics.median(v) for v in bare.values())
@@ -332,6 +339,7 @@ def main() -> int:
     print(f"| imports + bare calls | {floor:.2f} |")
     print(f"| cold `doit optimize:overhead` (fresh process, empty store) | {cold:.2f} |")
     print(f"| ratio | {cold / floor:.2f}x |")
+    print(f"| peak memory of the cold build (largest process) | {peak_mb:.0f} MB |")
     return 0
 
 
