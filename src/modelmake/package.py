@@ -123,6 +123,26 @@ Files: model.onnx (the model), inference_config.json (inputs, output, pooling, s
 '''
 
 
+_PAIR_EDITS = (  # predict.py of a model that reads pairs of texts: the arguments are taken two by two
+    ('"""Run this package\'s model on texts: python predict.py "a great movie" "a dull one"\n',
+     '"""Run this package\'s model on pairs of texts: python predict.py "first" "second" [more pairs]\n'),
+    ('    texts = [a for a in args if a != "--json"]\n    if not texts:\n        sys.exit(__doc__)\n',
+     '    given = [a for a in args if a != "--json"]\n    if not given or len(given) % 2:\n        sys.exit(__doc__)\n'
+     '    texts = list(zip(given[0::2], given[1::2]))  # tokenized as pairs\n'),
+)
+
+
+def predict_script(text_pair: bool = False) -> str:
+    """predict.py of a package; the one of single texts is PREDICT_PY as it is."""
+    script = PREDICT_PY
+    if text_pair:
+        for old, new in _PAIR_EDITS:
+            if old not in script:  # pragma: no cover - a change of PREDICT_PY must keep these lines
+                raise RuntimeError(f"predict.py template changed; update _PAIR_EDITS ({old.strip()[:40]})")
+            script = script.replace(old, new)
+    return script
+
+
 def _dumps(obj) -> bytes:
     return (json.dumps(obj, sort_keys=True, separators=(",", ": "), indent=1, ensure_ascii=False)
             + "\n").encode("utf-8")
@@ -139,7 +159,7 @@ def _tokenizer_block(tokenizer_dir: Path) -> dict:
 
 
 def inference_config(model_onnx: Path, max_length: int, tokenizer_dir: Path | None = None,
-                     task: str = "text-classification") -> dict:
+                     task: str = "text-classification", text_pair: bool = False) -> dict:
     """How to run the model: inputs and outputs (symbolic dims kept), labels or how the embedding
     is pooled, session settings.
 
@@ -171,6 +191,8 @@ def inference_config(model_onnx: Path, max_length: int, tokenizer_dir: Path | No
                     "graph_optimization_level": "ORT_ENABLE_ALL",
                     "intra_op_num_threads": 0},
     }
+    if text_pair:   # the model was trained or evaluated on pairs of texts
+        config["text_pair"] = True
     if task != "text-classification":
         config.update(_embedding_block(outputs, props))
     tuned = settings_of(props)
@@ -216,7 +238,7 @@ def build_package(out_zip: Path, model_onnx: Path, tokenizer_dir: Path, metrics:
         "model.onnx": Path(model_onnx).read_bytes(),
         "inference_config.json": _dumps(config),
         "metrics.json": _dumps(metrics),
-        "predict.py": PREDICT_PY.encode("utf-8"),
+        "predict.py": predict_script(bool(config.get("text_pair"))).encode("utf-8"),
         "README.txt": (README_EMBEDDINGS_TXT if "embedding" in config else README_TXT).encode("utf-8"),
     }
     for name in TOKENIZER_FILES:

@@ -17,7 +17,7 @@ from modelmake.build.steps import (DatasetUse, EvalStep, PackageStep, PassStep, 
                                    SourceStep, Step)
 from modelmake.core import digest, usercode
 from modelmake.core.hostinfo import host_fingerprint
-from modelmake.inputs.recipe import Recipe, RecipeError, load_recipes
+from modelmake.inputs.recipe import Recipe, RecipeError, load_recipes, used_datasets
 from modelmake.passes import base
 
 SOURCE_VERSION = 1
@@ -34,6 +34,26 @@ def _check_local_path(project: Project, r: Recipe, key: str, rel: str) -> list[P
     if not p.exists():
         raise RecipeError(_shown(project, r), key, f"no such file or folder: {rel}")
     return [project.rel(f) for f in local_files(p)]
+
+
+def _check_split_files(project: Project, r: Recipe, dname: str, dspec: dict) -> list[Path]:
+    """Every path or glob of a `files` data source names at least one file of a known type."""
+    from modelmake.inputs.datafiles import TYPES, kind_of
+    from modelmake.inputs.dataspec import expand, local_patterns
+
+    out = []
+    for split, patterns in local_patterns(dspec).items():
+        for i, pattern in enumerate(patterns):
+            key = f"data.{dname}.files.{split}" + (f"[{i}]" if len(patterns) > 1 else "")
+            found = expand(project.root, pattern)
+            if not found:
+                raise RecipeError(_shown(project, r), key, f"no file matches {pattern!r}")
+            bad = next((f for f in found if kind_of(f.name) is None), None)
+            if bad is not None:
+                raise RecipeError(_shown(project, r), key, f"{project.rel(bad)}: unsupported file type "
+                                  f"(use {', '.join(TYPES)}, optionally .gz/.bz2)")
+            out += [project.rel(f) for f in found]
+    return out
 
 
 def _check_function(project: Project, r: Recipe) -> None:
@@ -123,6 +143,7 @@ def source_step(project: Project, lay: Layout, common: dict) -> SourceStep | Non
         items.append(SourceItem(f"data.{dname}", dspec["source"], str(lay.data[dname])))
         if dspec["source"]["kind"] == "path":
             watched += _check_local_path(project, r, f"data.{dname}.path", dspec["source"]["path"])
+        watched += _check_split_files(project, r, dname, dspec)
     if not items:
         return None
     return SourceStep(task=f"source:{r.name}", **common, items=tuple(items), version=SOURCE_VERSION,
@@ -174,7 +195,8 @@ def package_step(lay: Layout, common: dict) -> PackageStep:
     return PackageStep(
         task=f"package:{r.name}", **common, package=r.package, model_task=r.task, version=PACKAGE_VERSION,
         libraries=digest.library_versions(PACKAGE_LIBRARIES), model=str(lay.final), tokenizer=str(lay.tokenizer),
-        metrics=str(lay.base / "metrics.json") if r.evaluate else None, out=str(lay.base / "package.zip"))
+        metrics=str(lay.base / "metrics.json") if r.evaluate else None, out=str(lay.base / "package.zip"),
+        text_pair=any(isinstance(r.data[d]["text"], list) for d in used_datasets(r).values()))
 
 
 def publish_step(lay: Layout, common: dict, steps: list[Step]) -> PublishStep:

@@ -209,7 +209,7 @@ def _run_eval(step: EvalStep, store: Store) -> dict:
     def build(folder: Path) -> None:
         from modelmake.inputs.data import evaluation_rows
 
-        def rows() -> tuple[list[str], list[int]]:
+        def rows() -> tuple[list, list[int] | None]:
             return evaluation_rows(local(step.data_dir), step.data, step.evaluate["max_samples"])
 
         metrics = measure.evaluate(step.evaluation(), rows, keep, local)
@@ -241,7 +241,8 @@ def _run_package(step: PackageStep, store: Store) -> dict:
     def build(folder: Path) -> None:
         model = _local(store, step.model, step.task) / "model.onnx"
         tokenizer = _local(store, step.tokenizer, step.task, package.TOKENIZER_FILES)
-        config = package.inference_config(model, step.package["max_length"], task=step.model_task)
+        config = package.inference_config(model, step.package["max_length"], task=step.model_task,
+                                          text_pair=step.text_pair)
         package.build_package(folder / "package.zip", model, tokenizer, metrics, config,
                               {"recipe": step.recipe, "libraries": step.libraries})
 

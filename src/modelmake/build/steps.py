@@ -75,6 +75,12 @@ class SourceItem:
     def key(self, root: Path, version: int) -> str:
         """A local path is its own pin, so its files' content is in the key; wheels and hub
         snapshots are pinned by the sha256/revision the recipe gives."""
+        if self.source["kind"] == "files":   # data files per split: their content, in order
+            from modelmake.inputs.sources import split_files
+
+            content = {split: [[rel, digest.file_digest(Path(root) / rel)] for rel in rels]
+                       for split, rels in split_files(self.source, Path(root)).items()}
+            return digest.key_of({"kind": "source", "source": self.source, "content": content, "version": version})
         if self.source["kind"] != "path":
             return digest.key_of({"kind": "source", "source": self.source, "version": version})
         from modelmake.inputs.sources import local_files
@@ -233,6 +239,7 @@ class PackageStep(Step):
     tokenizer: str = ""
     metrics: str | None = None         # the recipe's metrics.json, when it is evaluated
     out: str = ""                      # package.zip
+    text_pair: bool = False            # the recipe's data are pairs of texts (predict.py reads pairs)
 
     def inputs(self) -> dict[str, str]:
         return {"model": self.model, "tokenizer": self.tokenizer}
@@ -244,8 +251,11 @@ class PackageStep(Step):
         return [self.out]
 
     def settings(self) -> dict[str, Any]:
-        return {"package": self.package, "task": self.model_task, "recipe": self.recipe, "version": self.version,
-                "libraries": self.libraries}
+        s = {"package": self.package, "task": self.model_task, "recipe": self.recipe, "version": self.version,
+             "libraries": self.libraries}
+        if self.text_pair:   # only then: packages of single texts keep their keys
+            s["text_pair"] = True
+        return s
 
     def key(self, content: Content, metrics: dict[str, Any]) -> str:
         """`metrics`: the host-independent metrics it carries (keys.portable_metrics)."""

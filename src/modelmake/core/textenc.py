@@ -45,6 +45,19 @@ def load(tokenizer_dir: Path, max_length: int, pad_to: int | None = None):
     return tok
 
 
+def as_columns(texts: list) -> tuple[list[str]] | tuple[list[str], list[str]]:
+    """Texts as transformers' tokenizer takes them: (texts,), or (first texts, second texts) when
+    they are pairs. `tokenizers` takes pairs as they are (tuples) in encode_batch."""
+    if texts and isinstance(texts[0], (tuple, list)):
+        return [a for a, _ in texts], [b for _, b in texts]
+    return (list(texts),)
+
+
+def as_pairs(texts: list) -> list:
+    """Texts that came through JSON (pairs as lists) as encode_batch reads them (pairs as tuples)."""
+    return [tuple(t) if isinstance(t, list) else t for t in texts]
+
+
 def encode_with(tok, texts: list[str]) -> dict[str, np.ndarray]:
     return _arrays(tok.encode_batch(list(texts)))
 

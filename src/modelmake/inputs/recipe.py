@@ -20,50 +20,19 @@ from modelmake.core import values
 from modelmake.core.values import show, toml_value
 from modelmake.passes import base
 from modelmake.passes.fields import Field
+from modelmake.inputs import dataspec
+from modelmake.inputs.tables import (RecipeError, Table, check_value, key_segment,  # noqa: F401 - re-exported
+                                      one_line)
 
 # \Z, not $: `$` also matches before a trailing newline, which would let "fuse\n" through
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*\Z")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 WHEEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!_-]+\Z")
-BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 FUNCTION_RE = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}\Z")   # module.sub:function
 RESERVED_STEPS = {"source"}
 TASKS = catalogue.TASKS                    # model.task: what the model outputs
 EVAL_METRICS = tuple(catalogue.FAMILIES)   # the `[evaluate] metrics` families
-
-
-class RecipeError(Exception):
-    """A recipe problem. str() is always one printable line: file, key path, message."""
-
-    def __init__(self, file: Path | str, key: str, message: str):
-        file, key, message = one_line(str(file)), one_line(key), one_line(message)
-        super().__init__(f"{file}: {key}: {message}" if key else f"{file}: {message}")
-        self.file, self.key, self.message = file, key, message
-
-
-def one_line(text: str) -> str:
-    """Escape what would break a one-line message (newlines, NUL, other control characters)."""
-    if text.isprintable():
-        return text
-    out = []
-    for c in text:
-        if c.isprintable():
-            out.append(c)
-        elif c in "\n\r\t":
-            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[c])
-        else:
-            o = ord(c)
-            out.append(f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}" if o < 0x10000 else f"\\U{o:08x}")
-    return "".join(out)
-
-
-def key_segment(name: str) -> str:
-    """A key as it is written in a key path: bare when TOML allows it, else quoted (and shortened)."""
-    if BARE_KEY_RE.match(name):
-        return name
-    shown = name if len(name) <= 40 else name[:40] + "..."
-    return '"' + shown.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 @dataclass(frozen=True)
@@ -96,65 +65,9 @@ class Recipe:
     model_tokenizer: Source | None = None  # model.tokenizer: tokenizer files kept apart from the model
 
 
-# ---------------------------------------------------------------- small typed readers
-class _Table:
-    """A TOML table being read: tracks which keys were consumed to reject unknown ones."""
-
-    def __init__(self, file: Path, path: str, value: Any):
-        if not isinstance(value, dict):
-            raise RecipeError(file, path or "(top level)", f"expected a table, got {values.type_name(value)}")
-        self.file, self.path, self.value, self.seen = file, path, value, set()
-
-    def key(self, name: str) -> str:
-        seg = key_segment(name)
-        return f"{self.path}.{seg}" if self.path else seg
-
-    def has(self, name: str) -> bool:
-        return name in self.value
-
-    def get(self, name: str, kind: str, default: Any = None, *, required: bool = False,
-            choices: tuple | None = None, min: float | None = None, max: float | None = None,
-            min_items: int = 0) -> Any:
-        self.seen.add(name)
-        if name not in self.value:
-            if required:
-                raise RecipeError(self.file, self.key(name), "missing required key")
-            return default
-        return check_value(self.file, self.key(name), self.value[name], kind, choices, min, max, min_items)
-
-    def field(self, f: Field) -> Any:
-        """The value of a declared key (its default when absent)."""
-        return self.get(f.name, f.kind, f.default, required=f.required, choices=f.choices, min=f.min,
-                        max=f.max, min_items=f.min_items)
-
-    def table(self, name: str, *, required: bool = False) -> "_Table | None":
-        self.seen.add(name)
-        if name not in self.value:
-            if required:
-                raise RecipeError(self.file, self.key(name), "missing required table")
-            return None
-        return _Table(self.file, self.key(name), self.value[name])
-
-    def done(self, known: list[str] | None = None) -> None:
-        unknown = sorted(set(self.value) - self.seen)
-        if unknown:
-            bad = unknown[0]
-            hint = difflib.get_close_matches(bad, known or sorted(self.seen), n=1)
-            tip = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(known or self.seen))})"
-            raise RecipeError(self.file, self.key(bad), f"unknown key{tip}")
-
-
-def check_value(file: Path, key: str, v: Any, kind: str, choices=None, min=None, max=None, min_items=0) -> Any:
-    """`v` as the key holds it (see core/values.py), or a RecipeError naming the key (or its item)."""
-    try:
-        return values.check(v, kind, choices, min, max, min_items)
-    except values.Problem as p:
-        raise RecipeError(file, key + p.where, p.message) from None
-
-
 # ---------------------------------------------------------------- declared keys
 # Keys of the recipe tables that hold plain values, declared as a pass declares its config: the
-# parser reads them with _Table.field and commands/schema.py writes them into the JSON Schema.
+# parser reads them with Table.field and commands/schema.py writes them into the JSON Schema.
 def _declare(*fields: Field) -> dict[str, Field]:
     return {f.name: f for f in fields}
 
@@ -162,12 +75,6 @@ def _declare(*fields: Field) -> dict[str, Field]:
 DESCRIPTION = Field("description", "str", "", "one line shown by `doit list` next to optimize:<recipe>")
 MODEL_TASK = Field("task", "str", "text-classification", "what the model outputs: logits of classes, or "
                    "a bare encoder's sentence embedding", choices=TASKS)
-DATA = _declare(Field("text", "str", "text", "column holding the text"))
-LABEL = _declare(Field("column", "str", "label", "column holding the label"))
-SPLIT = _declare(
-    Field("by", "str", None, "group column: every group lands wholly in train or in test"),
-    Field("test", "float", 0.2, "fraction of groups in the test split", min=0.01, max=0.99),
-    Field("seed", "int", 0, "seed of the split"))
 EVALUATE = _declare(
     Field("data", "str", None, "dataset whose test split is used", required=True),
     Field("baseline", "str", None, "a step of this recipe (ONNX) measured the same way"),
@@ -203,7 +110,7 @@ PACKAGE = _declare(
 SOURCE_KINDS = ("path", "wheel", "hub", "recipe")
 
 
-def _source(t: _Table, kinds: tuple[str, ...], root: Path | None = None) -> Source:
+def _source(t: Table, kinds: tuple[str, ...], root: Path | None = None) -> Source:
     present = [k for k in kinds if t.has(k)]
     if len(present) != 1:
         what = "none" if not present else " and ".join(present)
@@ -236,7 +143,7 @@ def _source(t: _Table, kinds: tuple[str, ...], root: Path | None = None) -> Sour
     return Source(kind, spec)
 
 
-def _check_local(t: _Table, rel: str, root: Path | None, name: str = "path") -> None:
+def _check_local(t: Table, rel: str, root: Path | None, name: str = "path") -> None:
     """A local path must name something inside or beside the project, never the project itself or
     a folder holding it (its files would include artifacts/, the build's own outputs)."""
     key = t.key(name)
@@ -253,7 +160,7 @@ def _check_local(t: _Table, rel: str, root: Path | None, name: str = "path") -> 
         raise RecipeError(t.file, key, f"{show(rel)} is inside artifacts/, where build outputs go")
 
 
-def _model(t: _Table, root: Path | None) -> tuple[Source, str, Source | None]:
+def _model(t: Table, root: Path | None) -> tuple[Source, str, Source | None]:
     """[model]: (source, its format, tokenizer source or None). The format follows from what the
     user brings: a folder with model.onnx or a .onnx file is ONNX, a `function` makes the folder
     a PyTorch model built by the user's code, anything else is a Hugging Face folder."""
@@ -294,34 +201,15 @@ def _local_format(rel: str, root: Path | None) -> str:
     return base.HF
 
 
-def _data(t: _Table, root: Path | None = None) -> dict[str, Any]:
-    src = _source(t, ("path", "wheel"), root)
-    spec: dict[str, Any] = {"source": {"kind": src.kind, **src.spec}}
-    spec["text"] = t.field(DATA["text"])
-    lt = t.table("label", required=True)
-    lt.seen.add("map")
-    if "map" not in lt.value:
-        raise RecipeError(t.file, lt.key("map"), "missing required key (label value -> class id)")
-    mt = _Table(t.file, lt.key("map"), lt.value["map"])
-    mapping = {}
-    for k, v in mt.value.items():
-        mapping[str(k)] = check_value(t.file, mt.key(k), v, "int", min=0)
-    if not mapping:
-        raise RecipeError(t.file, lt.key("map"), "must map at least one label value")
-    ids = sorted(set(mapping.values()))
-    if ids != list(range(len(ids))):
-        raise RecipeError(t.file, lt.key("map"), f"class ids must be 0..{len(ids) - 1} without gaps, got {ids}")
-    spec["label"] = {"column": lt.field(LABEL["column"]), "map": dict(sorted(mapping.items()))}
-    lt.done()
-    st = t.table("split")
-    st = st if st is not None else _Table(t.file, t.key("split"), {})
-    spec["split"] = {name: st.field(f) for name, f in SPLIT.items()}
-    st.done()
-    t.done()
-    return spec
+def _data(t: Table, root: Path | None = None) -> dict[str, Any]:
+    def path_source() -> dict[str, Any]:
+        src = _source(t, ("path", "wheel"), root)
+        return {"kind": src.kind, **src.spec}
+
+    return dataspec.parse(t, path_source, lambda table, rel, key: _check_local(table, rel, root, key))
 
 
-def _step(t: _Table, datasets: dict) -> Step:
+def _step(t: Table, datasets: dict) -> Step:
     name = t.get("name", "str", required=True)
     if not NAME_RE.match(name) or name in RESERVED_STEPS:
         raise RecipeError(t.file, t.key("name"), f"step names use a-z, 0-9, '-' and '_' and are not 'source'; got {show(name)}")
@@ -336,6 +224,8 @@ def _step(t: _Table, datasets: dict) -> Step:
         v = t.field(f)
         if f.kind == "dataset" and v is not None and v not in datasets:
             raise RecipeError(t.file, t.key(f.name), f"unknown dataset {show(v)} (defined: {', '.join(datasets) or 'none'})")
+        if f.kind == "dataset" and v is not None:   # passes read the train split
+            dataspec.check_use(t.file, t.key(f.name), v, datasets[v], "train", p.needs_labels, type_name)
         cfg[f.name] = list(v) if isinstance(v, list) else v
     for f in p.fields:
         if f.applies(cfg):
@@ -352,12 +242,15 @@ def _step(t: _Table, datasets: dict) -> Step:
     return Step(name, type_name, dict(sorted(cfg.items())))
 
 
-def _evaluate(t: _Table, datasets: dict, steps: list[Step], task: str = "text-classification") -> dict[str, Any]:
+def _evaluate(t: Table, datasets: dict, steps: list[Step], task: str = "text-classification") -> dict[str, Any]:
     ev: dict[str, Any] = {}
     ev["data"] = t.field(EVALUATE["data"])
     if ev["data"] not in datasets:
         raise RecipeError(t.file, t.key("data"), f"unknown dataset {show(ev['data'])} (defined: {', '.join(datasets) or 'none'})")
-    metrics = t.get("metrics", "list[str]", catalogue.default_metrics(task, t.has("baseline") or t.has("baseline_recipe")))
+    defaults = catalogue.default_metrics(task, t.has("baseline") or t.has("baseline_recipe"))
+    if datasets[ev["data"]]["label"] is None:   # text without labels: nothing to be accurate about
+        defaults = [m for m in defaults if m not in catalogue.LABELLED]
+    metrics = t.get("metrics", "list[str]", defaults)
     for m in metrics:
         if m not in EVAL_METRICS:
             raise RecipeError(t.file, t.key("metrics"), f"unknown metric {show(m)} (known: {', '.join(EVAL_METRICS)})")
@@ -373,10 +266,16 @@ def _evaluate(t: _Table, datasets: dict, steps: list[Step], task: str = "text-cl
         if not NAME_RE.match(ev["baseline_recipe"]):
             raise RecipeError(t.file, t.key("baseline_recipe"), f"expected a recipe name, got {show(ev['baseline_recipe'])}")
     _check_task_metrics(t, ev, task)
+    data = datasets[ev["data"]]
+    dataspec.check_use(t.file, t.key("data"), ev["data"], data, "test", False, "evaluation")
+    labelled = [m for m in ev["metrics"] if m in catalogue.LABELLED]
+    if labelled and data["label"] is None:
+        raise RecipeError(t.file, t.key("metrics"), f"{' and '.join(labelled)} need labels, and data.{ev['data']} "
+                          f"has none (set data.{ev['data']}.label, or measure other metrics)")
     for name in ("max_samples", "batch_size", "max_length"):
         ev[name] = t.field(EVALUATE[name])
     lt = t.table("latency")
-    lt = lt if lt is not None else _Table(t.file, t.key("latency"), {})
+    lt = lt if lt is not None else Table(t.file, t.key("latency"), {})
     latency = {name: lt.field(f) for name, f in LATENCY.items()}
     runs, max_runs = latency["runs"], latency["max_runs"]
     if max_runs is not None and max_runs < runs:
@@ -394,7 +293,7 @@ def _evaluate(t: _Table, datasets: dict, steps: list[Step], task: str = "text-cl
     return ev
 
 
-def _check_task_metrics(t: _Table, ev: dict[str, Any], task: str) -> None:
+def _check_task_metrics(t: Table, ev: dict[str, Any], task: str) -> None:
     """Metrics the model's task can have: no accuracy without a classifier, no similarity without
     a baseline to compare with."""
     if task != "text-classification":
@@ -408,7 +307,7 @@ def _check_task_metrics(t: _Table, ev: dict[str, Any], task: str) -> None:
                               "evaluate.baseline (a step of this recipe) or evaluate.baseline_recipe (another recipe)")
 
 
-def _check_task_goals(t: _Table, ev: dict[str, Any], task: str) -> None:
+def _check_task_goals(t: Table, ev: dict[str, Any], task: str) -> None:
     """Similarity is itself a comparison with the baseline: it has no baseline value to drop from."""
     for i, g in enumerate(ev["goal"]):
         where = f"{t.key('goal')}[{i}]"
@@ -425,16 +324,16 @@ RESERVED_METRICS = ({m.split(".")[0] for f in EVAL_METRICS for m in catalogue.FA
 METRIC_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*\Z")
 
 
-def _array(t: _Table, name: str) -> list[_Table]:
-    """An array of tables inside `t` ([[evaluate.NAME]]), each as a _Table with its index in the key."""
+def _array(t: Table, name: str) -> list[Table]:
+    """An array of tables inside `t` ([[evaluate.NAME]]), each as a Table with its index in the key."""
     t.seen.add(name)
     raw = t.value.get(name, [])
     if not isinstance(raw, list):
         raise RecipeError(t.file, t.key(name), f"expected an array of tables ([[{t.key(name)}]]), got {values.type_name(raw)}")
-    return [_Table(t.file, f"{t.key(name)}[{i}]", v) for i, v in enumerate(raw)]
+    return [Table(t.file, f"{t.key(name)}[{i}]", v) for i, v in enumerate(raw)]
 
 
-def _custom_metrics(t: _Table) -> list[dict[str, Any]]:
+def _custom_metrics(t: Table) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for ct in _array(t, "custom"):
         name = ct.field(CUSTOM["name"])
@@ -455,7 +354,7 @@ def _custom_metrics(t: _Table) -> list[dict[str, Any]]:
     return out
 
 
-def _goals(t: _Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
+def _goals(t: Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
     known = sorted({m for f in ev["metrics"] for m in catalogue.FAMILIES[f]} | {c["name"] for c in ev["custom"]})
     out: list[dict[str, Any]] = []
     for gt in _array(t, "goal"):
@@ -485,7 +384,7 @@ def _goals(t: _Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _package(t: _Table) -> dict[str, Any]:
+def _package(t: Table) -> dict[str, Any]:
     pk = {name: t.field(f) for name, f in PACKAGE.items()}
     t.done()
     return pk
@@ -516,7 +415,7 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
         raise RecipeError(shown, "", f"TOML syntax error: {str(e).split(':')[0]}") from None
     except RecursionError:
         raise RecipeError(shown, "", "TOML syntax error: arrays or tables nested too deeply") from None
-    top = _Table(shown, "", raw)
+    top = Table(shown, "", raw)
     description = top.field(DESCRIPTION)
     mt = top.table("model", required=True)
     model, model_format, model_tokenizer = _model(mt, root)
@@ -532,7 +431,7 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
         for dname in dt.value:
             if not NAME_RE.match(dname):
                 raise RecipeError(shown, dt.key(dname), "dataset names use a-z, 0-9, '-' and '_'")
-            datasets[dname] = _data(_Table(shown, dt.key(dname), dt.value[dname]), root)
+            datasets[dname] = _data(Table(shown, dt.key(dname), dt.value[dname]), root)
 
     top.seen.add("pass")
     raw_steps = raw.get("pass", [])
@@ -540,7 +439,7 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
         raise RecipeError(shown, "pass", "expected an array of tables ([[pass]])")
     steps: list[Step] = []
     for i, st in enumerate(raw_steps):
-        step = _step(_Table(shown, f"pass[{i}]", st), datasets)
+        step = _step(Table(shown, f"pass[{i}]", st), datasets)
         if step.name in {s.name for s in steps}:
             raise RecipeError(shown, f"pass[{i}].name", f"duplicate step name {step.name!r}")
         steps.append(step)
@@ -557,7 +456,31 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
     recipe = Recipe(name, Path(file), description, model, task, datasets, steps, evaluate, package,
                     model_format=model_format, model_tokenizer=model_tokenizer)
     _check_formats(recipe, shown)
+    _check_text_kinds(recipe, shown)
     return recipe
+
+
+def used_datasets(r: Recipe) -> dict[str, str]:
+    """recipe key -> the dataset it names, for every pass and the evaluation that reads one."""
+    out = {}
+    for i, s in enumerate(r.steps):
+        for f in registry.get(s.type).fields:
+            if f.kind == "dataset" and s.config.get(f.name):
+                out[f"pass[{i}].{f.name}"] = s.config[f.name]
+    if r.evaluate:
+        out["evaluate.data"] = r.evaluate["data"]
+    return out
+
+
+def _check_text_kinds(r: Recipe, shown: str) -> None:
+    """One model reads single texts or pairs of texts, not both."""
+    uses = used_datasets(r)
+    pairs = {k: isinstance(r.data[d]["text"], list) for k, d in uses.items()}
+    if len(set(pairs.values())) > 1:
+        single = next(k for k, v in pairs.items() if not v)
+        pair = next(k for k, v in pairs.items() if v)
+        raise RecipeError(shown, single, f"data.{uses[single]} holds single texts and data.{uses[pair]} ({pair}) "
+                          "pairs of texts; a model reads one or the other")
 
 
 def _check_formats(r: Recipe, shown: str) -> None:

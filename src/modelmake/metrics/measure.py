@@ -22,8 +22,8 @@ from modelmake.core.progress import say
 
 # (key, label, compute) -> the result: from the store, or computed and stored
 Keep = Callable[[str, str, Callable[[], dict]], dict]
-# () -> (texts, labels) of the test split
-Rows = Callable[[], tuple[list[str], list[int]]]
+# () -> (texts, labels) of the test split: a text may be a pair; labels None for text alone
+Rows = Callable[[], tuple[list, "list[int] | None"]]
 # (folder, only these files or None) -> a local folder holding that folder's files
 Local = Callable[[str, "tuple[str, ...] | None"], Path]
 
@@ -41,7 +41,7 @@ class Evaluation:
     recipe: str
     evaluate: dict[str, Any]                   # the recipe's normalized [evaluate]
     model_task: str
-    data_dir: str                              # the dataset's folder (one file)
+    data_dir: str                              # the dataset's folder (as its source step fetched it)
     data: dict[str, Any]                       # what is read of it: columns, labels, split
     models: dict[str, tuple[str, str]]         # role -> (model folder, tokenizer folder)
     version: int

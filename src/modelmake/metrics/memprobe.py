@@ -40,7 +40,10 @@ def main() -> int:
 
     from modelmake.runtime import batches, sessions, timing
 
-    encoded = batches.fixed(request["tokenizer"], request["rows"], len(request["rows"]), request["sequence"])
+    from modelmake.core.textenc import as_pairs
+
+    rows = as_pairs(request["rows"])   # pairs of texts travel as JSON lists
+    encoded = batches.fixed(request["tokenizer"], rows, len(rows), request["sequence"])
     gc.collect()
     before_kb = _status_kb("VmRSS")
     _reset_peak()

@@ -55,6 +55,8 @@ class Pass:
     # metrics of integer models are keyed by the host's int8 path (docs/quantization.md), and this
     # lets the build decide that without reading a model whose files are still in the remote.
     computes: str = "unknown"
+    # its dataset fields' rows must carry labels (a dataset without `label` is refused at load)
+    needs_labels: bool = False
 
     @functools.cached_property
     def config_class(self) -> type[PassConfig]:

@@ -58,6 +58,7 @@ PASS = Pass(
     libraries_when=(("method", "lora", ("peft",)),),
     run="modelmake.passes.finetune:run",
     tasks=("text-classification",),  # it trains a classifier head on labels
+    needs_labels=True,
 )
 
 # Files save_pretrained may add that carry absolute paths, times or training state; the output
@@ -151,7 +152,10 @@ def train(model, tokenizer, rows: list[tuple[str, int]], cfg: PassConfig) -> lis
     if tokenizer.padding_side != "right":
         raise ValueError(f"fine-tuning pads on the right; this tokenizer pads on the {tokenizer.padding_side}")
     # every text is tokenized once; a batch only pads what it holds
-    encoded = dict(tokenizer([t for t, _ in rows], truncation=True, max_length=cfg.max_length))
+    from modelmake.core.textenc import as_columns
+
+    # a pair of texts (premise, hypothesis) goes in as text and text_pair, as evaluation encodes it
+    encoded = dict(tokenizer(*as_columns([t for t, _ in rows]), truncation=True, max_length=cfg.max_length))
     encoded = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
     lengths = [len(ids) for ids in encoded["input_ids"]]
     targets = torch.tensor([y for _, y in rows], dtype=torch.long)
