@@ -211,7 +211,8 @@ def load_splits(folder: Path, spec: dict) -> Dataset:
     index = json.loads((folder / INDEX).read_text(encoding="utf-8"))
     reader = _Reader(spec)
     out: dict[str, list[Row]] = {"train": [], "test": []}
-    for split, files in index.items():
+    for split in [s for s in out if s in index]:   # train first: its rows are the first checked
+        files = index[split]
         shown = ", ".join(f["from"] for f in files)
         dropped = sum(reader.unmapped.values())
         for f in files:
