@@ -69,7 +69,7 @@ def _schema() -> dict[tuple, str]:
     s: dict[tuple, str] = {("description",): "str", ("model",): "table", ("model", "path"): "str",
                            ("model", "task"): "str", ("model", "sha256"): "str", ("data",): "table"}
     d = ("data", "reviews")
-    s.update({d: "table", d + ("path",): "str", d + ("sha256",): "str", d + ("text",): "str",
+    s.update({d: "table", d + ("path",): "str", d + ("sha256",): "str", d + ("text",): "text",
               d + ("label",): "table", d + ("label", "column"): "str", d + ("label", "map"): "table",
               d + ("label", "map", "rotten"): "int", d + ("label", "map", "fresh"): "int",
               d + ("split",): "table", d + ("split", "by"): "str", d + ("split", "test"): "float",
@@ -150,6 +150,9 @@ def wrong_type(kind: str):
     not_str = st.one_of(st.booleans(), int64, floats, datetimes, st.lists(values, max_size=3), tables)
     return {
         "str": not_str, "dataset": not_str,
+        # a text column, or a list of two distinct ones (a pair)
+        "text": st.one_of(st.booleans(), int64, floats, datetimes, tables, st.lists(values, max_size=3).filter(
+            lambda v: not (1 <= len(v) <= 2 and all(isinstance(x, str) for x in v) and len(set(v)) == len(v)))),
         "int": st.one_of(st.booleans(), floats, texts, datetimes, st.lists(values, max_size=3), tables,
                          st.integers(1, 9).map(float)),
         "float": st.one_of(st.booleans(), texts, datetimes, st.lists(values, max_size=3), tables),
@@ -354,8 +357,9 @@ def must_fail_structural(draw):
         path, key = draw(st.sampled_from([
             (("model",), "model"), (("model", "path"), "model"), (("data",), "pass[0].data"),
             (("data", "reviews"), "pass[0].data"), (("data", "reviews", "path"), "data.reviews"),
+            # without label the data is text alone, which fine-tuning (pass[0]) refuses; without
+            # label.map the labels are class ids already, which is valid
             (("data", "reviews", "label"), "data.reviews.label"),
-            (("data", "reviews", "label", "map"), "data.reviews.label.map"),
             (("pass",), "evaluate"), (("pass", 1), "evaluate"), (("pass", 0, "data"), "pass[0].data"),
             (("evaluate", "data"), "evaluate.data")] +
             [(("pass", i, k), f"pass[{i}].{k}") for i in range(len(BASE["pass"])) for k in ("name", "type")]))

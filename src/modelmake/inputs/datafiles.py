@@ -132,7 +132,9 @@ def _columnar(data: bytes, kind: str, shown: str, wanted: tuple[str, ...]) -> tu
                 raise DataError(f"{shown}: not an Arrow IPC file or stream ({_first(e)})") from None
         columns = table.column_names
         table = table.select([c for c in wanted if c in columns])
-    return list(columns), [(f"row {i + 1}", row) for i, row in enumerate(table.to_pylist())]
+    # column by column, then zipped: several times faster than pyarrow's row-wise to_pylist
+    names, values = table.column_names, table.to_pydict().values()
+    return list(columns), [(f"row {i + 1}", dict(zip(names, row))) for i, row in enumerate(zip(*values))]
 
 
 def _first(e: Exception) -> str:
