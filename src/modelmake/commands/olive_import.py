@@ -12,7 +12,6 @@ config (olive/workflows/run/config.py): both the current flat pass configs and t
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from modelmake.commands import olive_passes
+from modelmake.commands.datafile import label_map
 from modelmake.commands.olive_keys import Keys, Unmapped, shown
 from modelmake.commands.recipe_file import Doc, Table, destination, name_from, write_recipe
 from modelmake.inputs.recipe import RecipeError
@@ -225,34 +225,6 @@ class Dataset:
     settings: dict[str, Any]     # max_length, batch_size, max_samples
 
 
-def _label_map(files: list[Path], column: str, model_config: dict) -> dict[str, int] | None:
-    """label value -> class id for a local CSV/TSV/JSONL file: the model's label2id where it names
-    every value, 0..n-1 when the values are those integers, else the values in sorted order."""
-    values: set[str] = set()
-    for f in files:
-        try:
-            with open(f, encoding="utf-8", newline="") as fh:
-                if f.suffix in (".csv", ".tsv"):
-                    rows = csv.DictReader(fh, delimiter="\t" if f.suffix == ".tsv" else ",")
-                    values |= {str(r.get(column)) for r in rows if r.get(column) not in (None, "")}
-                elif f.suffix == ".jsonl":
-                    values |= {str(json.loads(line).get(column)) for line in fh if line.strip()}
-                else:
-                    return None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            return None
-    if not values:
-        return None
-    label2id = model_config.get("label2id") or {}
-    if label2id and set(label2id) & values:
-        ids = {str(k): int(v) for k, v in label2id.items()}
-        return dict(sorted(ids.items(), key=lambda kv: kv[1]))
-    if all(v.isdigit() for v in values):
-        n = max(int(v) for v in values) + 1
-        return {str(i): i for i in range(n)}
-    return {v: i for i, v in enumerate(sorted(values))}
-
-
 def _dataset(cfg: Any, index: int, paths: Paths, model: ModelInfo, unmapped: Unmapped) -> Dataset | None:
     where = f"data_configs[{index}]"
     k = Keys(cfg, where, unmapped)
@@ -317,7 +289,7 @@ def _dataset(cfg: Any, index: int, paths: Paths, model: ModelInfo, unmapped: Unm
     cols = [input_cols] if isinstance(input_cols, str) else list(input_cols)
     table["text"] = cols[0] if len(cols) == 1 else cols
     label = pre.take("label_col", "label")
-    mapping = _label_map(local_files, label, model.config) if local_files else None
+    mapping = label_map(local_files, label, model.config) if local_files else None
     table["label"] = {"column": label, **({"map": mapping} if mapping else {})}
     settings = {"max_length": pre.take("max_length"), "max_samples": pre.take("max_samples"),
                 "batch_size": loader.take("batch_size")}
@@ -491,7 +463,7 @@ def translate(config: dict, config_path: Path, root: Path, recipe_name: str) -> 
     ctx = olive_passes.Context({k: d.name for k, d in datasets.items()},
                                {d.name: d.settings for d in datasets.values()},
                                model_type=model.config.get("model_type"), task=model.task,
-                               fusion_types=registry.get("ort-fusion").fields[0].choices)
+                               fusion_types=next(f.choices for f in registry.get("ort-fusion").fields if f.name == "model_type"))
     steps: list[tuple[str, olive_passes.Step]] = []
     for pname, pvalue in (top.take("passes") or {}).items():
         if isinstance(pvalue, list):
