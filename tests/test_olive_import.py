@@ -160,7 +160,7 @@ def test_static_quantization_yaml_with_calibration_data(project, monkeypatch, ca
 
 def test_hub_and_split_files_data_take_the_new_data_forms(project):
     """A hub dataset and pre-split files are written in the forms of [data.NAME] that issue 16
-    adds (`hub`/`revision`/`config`/`split`, `files`); the rest of the recipe validates."""
+    adds (`hub`/`revision`/`config`/`splits`, `files`); the rest of the recipe validates."""
     config = {**BERT_PTQ, "data_configs": [
         {"name": "glue", "type": "HuggingfaceContainer",
          "load_dataset_config": {"data_name": "glue", "subset": "mrpc", "split": "validation"},
@@ -171,7 +171,7 @@ def test_hub_and_split_files_data_take_the_new_data_forms(project):
     path.write_text(json.dumps(config))
     text, unmapped = olive_import.translate(config, path, project, "hub")
     doc = tomllib.loads(text)
-    assert doc["data"]["glue"] == {"hub": "glue", "revision": "main", "config": "mrpc", "split": {"test": "validation"},
+    assert doc["data"]["glue"] == {"hub": "glue", "revision": "main", "config": "mrpc", "splits": {"test": "validation"},
                                    "text": ["sentence1", "sentence2"], "label": {"column": "label"}}
     assert doc["data"]["reviews"]["files"] == {"train": "data/reviews.csv", "test": "data/reviews.csv"}
     assert any("data_configs.glue.load_dataset_config: the dataset \"glue\" is read from the hub" in u for u in unmapped)

@@ -277,7 +277,7 @@ def _dataset(cfg: Any, index: int, paths: Paths, model: ModelInfo, unmapped: Unm
         if subset:
             table["config"] = str(subset)
         if split:
-            table["split"] = {"test": str(split)}
+            table["splits"] = {"test": str(split)}
         unmapped.add(f"{where}.load_dataset_config", f"the dataset {shown(data_name)} is read from the hub at "
                      f"revision {shown(table['revision'])}: pin a commit there")
     else:
