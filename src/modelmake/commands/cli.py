@@ -1,6 +1,6 @@
 """`modelmake`: doit with this project's tasks (no dodo.py needed), plus modelmake's own commands.
 
-`modelmake store|status|why|compare|report|schema|remote|push|pull ...` run modelmake's commands; anything else is
+`modelmake store|status|why|compare|report|schema|remote|push|pull|init|import-olive ...` run modelmake's commands; anything else is
 handed to doit (`modelmake optimize:bert-int8`, `modelmake list`, ...). Each command module has
 `main(command, args) -> exit status` and is imported only when used, so `modelmake status` stays fast.
 """
@@ -20,6 +20,8 @@ COMMANDS = {
     "remote": "modelmake.commands.remote",       # status / clean of the shared remote store
     "push": "modelmake.commands.remote",         # upload current results the remote lacks
     "pull": "modelmake.commands.remote",         # download current results into the local store
+    "init": "modelmake.commands.init",           # a first recipe for a model, with the chain measured best
+    "import-olive": "modelmake.commands.olive_import",   # an Olive workflow config as a recipe
 }
 
 

@@ -407,6 +407,13 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
         line = data.count(b"\n", 0, e.start) + 1
         column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
         raise RecipeError(shown, "", f"not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column {column}") from None
+    return parse_recipe_text(text, name, root, shown, Path(file))
+
+
+def parse_recipe_text(text: str, name: str, root: Path, shown: str, file: Path | None = None) -> Recipe:
+    """A recipe from its TOML text, as recipes/<name>.toml of the project folder `root` would be
+    read: a command that writes a recipe validates it with this before anything is on disk."""
+    file = file if file is not None else root / "recipes" / f"{name}.toml"
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -453,7 +460,7 @@ def parse_recipe(file: Path, display: str | None = None) -> Recipe:
     pt = top.table("package")
     package = _package(pt) if pt is not None else None
     top.done(["description", "model", "data", "pass", "evaluate", "package"])
-    recipe = Recipe(name, Path(file), description, model, task, datasets, steps, evaluate, package,
+    recipe = Recipe(name, file, description, model, task, datasets, steps, evaluate, package,
                     model_format=model_format, model_tokenizer=model_tokenizer)
     _check_formats(recipe, shown)
     _check_text_kinds(recipe, shown)
