@@ -159,8 +159,8 @@ def test_static_quantization_yaml_with_calibration_data(project, monkeypatch, ca
 
 
 def test_hub_and_split_files_data_take_the_new_data_forms(project):
-    """A hub dataset and pre-split files are written in the forms of [data.NAME] that issue 16
-    adds (`hub`/`revision`/`config`/`splits`, `files`); the rest of the recipe validates."""
+    """A hub dataset and pre-split files are written in the forms of [data.NAME] (`hub`/`revision`/
+    `config`/`splits`, `files`), and the whole recipe validates; a hub dataset needs its commit."""
     config = {**BERT_PTQ, "data_configs": [
         {"name": "glue", "type": "HuggingfaceContainer",
          "load_dataset_config": {"data_name": "glue", "subset": "mrpc", "split": "validation"},
@@ -169,23 +169,23 @@ def test_hub_and_split_files_data_take_the_new_data_forms(project):
             "data_name": "csv", "data_files": {"train": "data/reviews.csv", "validation": "data/reviews.csv"}}}]}
     path = project / "hub.json"
     path.write_text(json.dumps(config))
-    text, unmapped = olive_import.translate(config, path, project, "hub")
+    with pytest.raises(olive_import.OliveConfigError, match=r"data_configs.glue.load_dataset_config: the hub dataset "
+                       r"\"glue\" needs a pinned commit: give --data-revision glue="):
+        olive_import.translate(config, path, project, "hub")
+    commit = "3" * 40
+    text, unmapped = olive_import.translate(config, path, project, "hub", {"glue": commit})
     doc = tomllib.loads(text)
-    assert doc["data"]["glue"] == {"hub": "glue", "revision": "main", "config": "mrpc", "splits": {"test": "validation"},
+    assert doc["data"]["glue"] == {"hub": "glue", "revision": commit, "config": "mrpc", "splits": {"test": "validation"},
                                    "text": ["sentence1", "sentence2"], "label": {"column": "label"}}
     assert doc["data"]["reviews"]["files"] == {"train": "data/reviews.csv", "test": "data/reviews.csv"}
     assert any("data_configs.glue.load_dataset_config: the dataset \"glue\" is read from the hub" in u for u in unmapped)
-    # everything but the data tables, against the parser of this branch
-    single = ("[data.glue]\npath = \"data/reviews.csv\"\nlabel = { column = \"category\", map = { rotten = 0, fresh = 1 } }\n"
-              "[data.reviews]\npath = \"data/reviews.csv\"\nlabel = { column = \"category\", map = { rotten = 0, fresh = 1 } }\n")
-    head, _, rest = text.partition("[data.glue]")
-    rest = rest[rest.index("[[pass]]"):]
-    (project / "recipes/hub-check.toml").write_text(head + single + rest)
+    (project / "recipes/hub-check.toml").write_text(text)
     try:
         r = parse_recipe(project / "recipes/hub-check.toml")
     finally:
         (project / "recipes/hub-check.toml").unlink()
     assert [s.type for s in r.steps] == ["onnx-export", "ort-fusion", "dynamic-int8"] and r.evaluate["data"] == "reviews"
+    assert r.data["glue"]["source"]["kind"] == "hub-dataset"
 
 
 def test_existing_recipe_is_kept_without_force_and_bad_input_is_one_line(project, monkeypatch, capsys):

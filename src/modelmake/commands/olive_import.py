@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,7 +226,8 @@ class Dataset:
     settings: dict[str, Any]     # max_length, batch_size, max_samples
 
 
-def _dataset(cfg: Any, index: int, paths: Paths, model: ModelInfo, unmapped: Unmapped) -> Dataset | None:
+def _dataset(cfg: Any, index: int, paths: Paths, model: ModelInfo, unmapped: Unmapped,
+             revisions: dict[str, str]) -> Dataset | None:
     where = f"data_configs[{index}]"
     k = Keys(cfg, where, unmapped)
     olive_name = k.take("name", f"data{index}")
@@ -272,14 +274,19 @@ def _dataset(cfg: Any, index: int, paths: Paths, model: ModelInfo, unmapped: Unm
             if split is not None:
                 notes["files"] = f"Olive used split {shown(split)} of these"
     elif data_name:
+        revision = load.take("revision") or revisions.get(str(olive_name))
+        if not (isinstance(revision, str) and re.fullmatch(r"[0-9a-f]{40}", revision)):
+            # a hub dataset is pinned to a commit, as [data.NAME] requires; Olive configs rarely give one
+            raise OliveConfigError(f"{where}.load_dataset_config: the hub dataset {shown(data_name)} needs a pinned "
+                                   f"commit: give --data-revision {olive_name}=<40-hex commit of {data_name}>")
         table["hub"] = str(data_name)
-        table["revision"] = load.take("revision") or "main"
+        table["revision"] = revision
         if subset:
             table["config"] = str(subset)
         if split:
             table["splits"] = {"test": str(split)}
         unmapped.add(f"{where}.load_dataset_config", f"the dataset {shown(data_name)} is read from the hub at "
-                     f"revision {shown(table['revision'])}: pin a commit there")
+                     f"commit {revision[:12]} (needs a network at build time)")
     else:
         load.report("data_name", "missing: no data to read")
         return None
@@ -444,8 +451,9 @@ def _systems(config: dict, unmapped: Unmapped) -> None:
         sk.finish({"olive_managed_env": (False, "")})
 
 
-def translate(config: dict, config_path: Path, root: Path, recipe_name: str) -> tuple[str, list[str]]:
-    """(recipe text, the items not mapped)."""
+def translate(config: dict, config_path: Path, root: Path, recipe_name: str,
+              revisions: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """(recipe text, the items not mapped); `revisions`: Olive data config name -> the commit of its hub dataset."""
     unmapped = Unmapped()
     paths = Paths(config_path.resolve().parent, root.resolve())
     engine = _flat(config.get("engine") or {})
@@ -454,7 +462,7 @@ def translate(config: dict, config_path: Path, root: Path, recipe_name: str) -> 
 
     datasets: dict[str, Dataset] = {}
     for i, dc in enumerate(top.take("data_configs") or []):
-        d = _dataset(dc, i, paths, model, unmapped)
+        d = _dataset(dc, i, paths, model, unmapped, revisions or {})
         if d is not None:
             datasets[dc.get("name", f"data{i}")] = d
 
@@ -566,11 +574,14 @@ def main(command: str = "import-olive", argv: list[str] | None = None) -> int:
     ap.add_argument("config", type=Path, help="the Olive workflow config")
     ap.add_argument("-o", "--output", help="the recipe to write (default recipes/<config name>.toml)")
     ap.add_argument("--force", action="store_true", help="overwrite an existing recipe")
+    ap.add_argument("--data-revision", action="append", default=[], metavar="NAME=COMMIT",
+                    help="the commit of a data config's hub dataset (recipes pin hub data to a commit)")
     args = ap.parse_args(argv)
     try:
         config = load_config(args.config)
         path, name = destination(args.output, name_from(args.config.stem))
-        text, unmapped = translate(config, args.config, Path(os.path.abspath(path)).parent.parent, name)
+        revisions = dict(r.partition("=")[::2] for r in args.data_revision)
+        text, unmapped = translate(config, args.config, Path(os.path.abspath(path)).parent.parent, name, revisions)
     except OliveConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
