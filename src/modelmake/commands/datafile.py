@@ -1,37 +1,32 @@
-"""A first look at a local data file for a recipe writer: its columns, and the classes of its
-label column (read with the standard library; the build reads the data itself)."""
+"""A first look at a local data file for a recipe writer (`init`, `import-olive`): its columns,
+and the classes of its label column. Files are read by the build's own reader
+(inputs/datafiles.py), so every format a recipe takes is looked at the same way."""
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
-from typing import Iterator
+
+from modelmake.inputs.datafiles import DataError, read_rows
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document", "comment")
 LABEL_COLUMNS = ("label", "labels", "category", "class", "target", "sentiment")
 
 
-def rows(path: Path, limit: int | None = None) -> Iterator[dict]:
-    """Rows of a .csv, .tsv or .jsonl file as dicts; nothing for another format."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        if path.suffix in (".csv", ".tsv"):
-            reader = csv.DictReader(fh, delimiter="\t" if path.suffix == ".tsv" else ",")
-        elif path.suffix == ".jsonl":
-            reader = (json.loads(line) for line in fh if line.strip())
-        else:
-            return
-        for i, row in enumerate(reader):
-            if limit is not None and i >= limit:
-                return
-            yield row
+def rows(path: Path) -> list[dict]:
+    """The file's rows as dicts; none when it cannot be read (the build says why, if it is used)."""
+    try:
+        return [row for _, row in read_rows(path, str(path))[1] if isinstance(row, dict)]
+    except DataError:
+        return []
 
 
 def columns(path: Path) -> list[str]:
     try:
-        first = next(rows(path, 1), None)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        names, found = read_rows(path, str(path))
+    except DataError:
         return []
-    return list(first) if isinstance(first, dict) else []
+    if names is not None:
+        return names
+    return list(found[0][1]) if found and isinstance(found[0][1], dict) else []
 
 
 def pick(names: list[str], preferred: tuple[str, ...]) -> str | None:
@@ -42,15 +37,8 @@ def pick(names: list[str], preferred: tuple[str, ...]) -> str | None:
 def label_map(files: list[Path], column: str, model_config: dict) -> dict[str, int] | None:
     """label value -> class id: the model's label2id where it names the file's values, 0..n-1
     when the values are those integers, else the values in sorted order. None when the files
-    cannot be read here (another format) or hold no such column."""
-    values: set[str] = set()
-    try:
-        for f in files:
-            for row in rows(f):
-                if isinstance(row, dict) and row.get(column) not in (None, ""):
-                    values.add(str(row[column]))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
+    cannot be read or hold no such column."""
+    values = {str(row[column]) for f in files for row in rows(f) if row.get(column) not in (None, "")}
     if not values:
         return None
     label2id = model_config.get("label2id") or {}
