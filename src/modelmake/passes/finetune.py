@@ -111,9 +111,8 @@ def _schedule(optimizer, warmup: int, total: int):
 
 
 # batches per length group. Hugging Face's LengthGroupedSampler uses 50; on bert-int8's 4,000 rows
-# groups of 50 batches cost accuracy at every seed tried (0.8101/0.8086/0.8089 against
-# 0.8196/0.8089/0.8063 ungrouped, seeds 0-2), groups of 10 did not (0.8116/0.8108/0.8135, mean
-# 0.8120 against 0.8116) and still cut the fine-tuning 1.80x (docs/recipes.md, "Fine-tuning speed")
+# groups of 50 cost accuracy (mean 0.8092 over seeds 0-2 against 0.8116 shuffled), groups of 10
+# did not (0.8120) and save nearly as much padding (docs/recipes.md, "Fine-tuning speed")
 GROUP = 10
 FUSED_ADAMW = True   # benchmarks/finetune.py turns it off to time fine-tuning as it was
 JITTER = 4.0   # tokens of random noise added to each row's length before grouping, drawn per epoch
