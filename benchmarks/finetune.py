@@ -1,7 +1,7 @@
 """Fine-tuning with and without length-grouped batches: wall time and accuracy, per seed; prints
 the table quoted in docs/recipes.md ("Fine-tuning speed").
 
-    python benchmarks/finetune.py [--workdir DIR] [--seeds 0,1,2] [--groups 0,10,50]
+    python benchmarks/finetune.py [--workdir DIR] [--seeds 0,1,2] [--groups 0,10,50] [--recipe bert-int8]
 
 bert-int8's fine-tuning settings (MiniLM, 4,000 Rotten Tomatoes reviews, one epoch, max_length 64,
 batch 32, learning rate 1e-4) trained in this process by the pass's own `train`, once per seed and
@@ -30,18 +30,18 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = "bert-int8"
 
 
-def source(work: Path) -> Path:
-    """A scratch project holding bert-int8's fetched model and data."""
+def source(work: Path, recipe: str) -> Path:
+    """A scratch project holding the recipe's fetched model and data."""
     project = work / "proj"
-    if not (project / "artifacts" / RECIPE / "steps" / "source").is_dir():
+    if not (project / "artifacts" / recipe / "steps" / "source").is_dir():
         (project / "recipes").mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "dodo.py", project)
-        shutil.copy(REPO / "recipes" / f"{RECIPE}.toml", project / "recipes")
+        shutil.copy(REPO / "recipes" / f"{recipe}.toml", project / "recipes")
         env = {**os.environ, "MODELMAKE_STORE": str(work / "store")}
-        proc = subprocess.run([sys.executable, "-m", "doit", f"source:{RECIPE}"], cwd=project, env=env,
+        proc = subprocess.run([sys.executable, "-m", "doit", f"source:{recipe}"], cwd=project, env=env,
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            sys.exit(f"doit source:{RECIPE} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+            sys.exit(f"doit source:{recipe} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     return project
 
 
@@ -65,10 +65,11 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, help="scratch folder, reused between runs (default: a temp folder)")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--groups", default="0,10,50", help="0 = no grouping; N = groups of N batches")
+    ap.add_argument("--recipe", default=RECIPE, help=f"whose finetune step to run (default {RECIPE})")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="modelmake-finetune-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    project = source(work)
+    project = source(work, args.recipe)
     os.chdir(project)
 
     import torch
@@ -79,7 +80,7 @@ def main() -> int:
     from modelmake.passes import finetune, get
 
     _, steps = load_steps(project)
-    step = next(s for s in steps if s.task == f"pass:{RECIPE}/finetune")
+    step = next(s for s in steps if s.recipe == args.recipe and s.kind == "pass" and s.type == "finetune")
     use = next(iter(step.datasets.values()))
     data = load_dataset_folder(Path(use.dir), use.spec)
     model_dir = Path(step.input)
@@ -98,7 +99,11 @@ def main() -> int:
             tok = AutoTokenizer.from_pretrained(model_dir)
             t0 = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                if cfg.method == "lora":   # as the pass does: adapters, trained, merged
+                    model = finetune._with_adapters(model, cfg, lambda line: None)
                 finetune.train(model, tok, rows, cfg)
+                if cfg.method == "lora":
+                    model = finetune._merged(model)
             seconds = time.perf_counter() - t0
             acc = accuracy(model, tok, data.test)
             results.setdefault(group, []).append((seed, seconds, acc))
@@ -106,7 +111,8 @@ def main() -> int:
 
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
-    print(f"\ndate: {time.strftime('%Y-%m-%d')}; {cpu}, {os.cpu_count()} cores, torch {torch.__version__}; "
+    print(f"\n{args.recipe}'s fine-tuning; date: {time.strftime('%Y-%m-%d')}; {cpu}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}; "
           f"{len(rows)} rows, {c['epochs']} epoch, max_length {c['max_length']}, batch {c['batch_size']}\n")
     base = statistics.median(s for _, s, _ in results.get(0, [(0, float('nan'), 0)]))
     print("| batching | seconds (median) | speed-up | accuracy per seed | mean accuracy |")

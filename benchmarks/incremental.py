@@ -25,13 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = "bert-int8"
 
 
-def doit(project: Path, *args: str) -> tuple[float, str]:
+def doit(project: Path, *args: str, goals_may_fail: bool = False) -> tuple[float, str]:
+    """Wall time and output of a build; with `goals_may_fail`, a build that stops only because a
+    goal is missed counts (its output names the goal), any other failure ends the benchmark."""
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, capture_output=True, text=True)
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
+    missed = goals_may_fail and re.search(r"^\s*FAILED goal .*$", proc.stdout + proc.stderr, re.M)
+    if proc.returncode != 0 and not missed:
         sys.exit(f"doit {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return wall, proc.stdout
+    return wall, proc.stdout + (f"\nmissed: {missed.group(0).strip()}" if proc.returncode and missed else "")
 
 
 def summary(out: str) -> str:
@@ -43,6 +46,9 @@ def summary(out: str) -> str:
         parts.append("built: " + ", ".join(built))
     if restored:
         parts.append("restored: " + ", ".join(restored))
+    missed = re.search(r"^missed: FAILED goal (.*)$", out, re.M)
+    if missed:  # the build stops there, as it should: exit 1, nothing packaged
+        parts.append(f"the build fails its goal: {missed.group(1)}")
     return "; ".join(parts) if ran else "nothing ran"
 
 
@@ -68,7 +74,7 @@ def main() -> int:
     rows.append((f"no-op rebuild (median of {len(noops)})", statistics.median(w for w, _ in noops), summary(noops[-1][1])))
     text = recipe.read_text()
     recipe.write_text(text.replace("per_channel = true", "per_channel = false"))
-    wall, out = doit(project, target)
+    wall, out = doit(project, target, goals_may_fail=True)
     rows.append(("edit quantize: per_channel = false", wall, summary(out)))
     recipe.write_text(text)
     wall, out = doit(project, target)
