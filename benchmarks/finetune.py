@@ -64,7 +64,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", type=Path, help="scratch folder, reused between runs (default: a temp folder)")
     ap.add_argument("--seeds", default="0,1,2")
-    ap.add_argument("--groups", default="0,10,50", help="0 = no grouping; N = groups of N batches")
+    ap.add_argument("--groups", default="0,10,50",
+                    help="0 = as before (shuffled, foreach AdamW); s = shuffled with fused AdamW "
+                         "(group_by_length = false now); N = length groups of N batches")
     ap.add_argument("--recipe", default=RECIPE, help=f"whose finetune step to run (default {RECIPE})")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="modelmake-finetune-bench-"))
@@ -85,13 +87,14 @@ def main() -> int:
     data = load_dataset_folder(Path(use.dir), use.spec)
     model_dir = Path(step.input)
     c = step.config
-    results: dict[int, list[tuple[int, float, float]]] = {}
+    results: dict[int | str, list[tuple[int, float, float]]] = {}
     for seed in [int(s) for s in args.seeds.split(",")]:
-        for group in [int(g) for g in args.groups.split(",")]:   # interleaved: load falls on all alike
-            finetune.FUSED_ADAMW = bool(group)
-            if group:
+        for group in [g if g == "s" else int(g) for g in args.groups.split(",")]:   # interleaved
+            finetune.FUSED_ADAMW = group != 0
+            if isinstance(group, int) and group:
                 finetune.GROUP = group
-            cfg = get("finetune").config_class.make(**{**c, "seed": seed, "group_by_length": bool(group)})
+            cfg = get("finetune").config_class.make(**{**c, "seed": seed,
+                                                       "group_by_length": isinstance(group, int) and group > 0})
             rows = finetune.select_rows(data.train, cfg.max_samples, cfg.seed)
             torch.manual_seed(seed)
             model = AutoModelForSequenceClassification.from_pretrained(
@@ -120,7 +123,8 @@ def main() -> int:
     for group, runs in results.items():
         secs = statistics.median(s for _, s, _ in runs)
         per_seed = ", ".join(f"{a:.4f} (seed {seed})" for seed, _, a in runs)
-        label = ("as before: shuffled batches, foreach AdamW" if not group
+        label = ("as before: shuffled batches, foreach AdamW" if group == 0
+                 else "shuffled batches (group_by_length = false), fused AdamW" if group == "s"
                  else f"length-grouped in groups of {group} batches, fused AdamW")
         print(f"| {label} | {secs:.1f} | {base / secs:.2f}x | {per_seed} | "
               f"{statistics.mean(a for _, _, a in runs):.4f} |")
