@@ -31,14 +31,16 @@ CLASSIFIER, ENCODER = "text-classification", "feature-extraction"
 # goals its shipped recipe holds it to.
 WHY = {
     "int8": ["Dynamic int8 after ORT's transformer fusions was the best chain measured here: accuracy within",
-             "a tenth of a point of fp32, about 2.1x faster at p50 (batch 1, 128 tokens), a quarter of the size",
-             "(recipes/bert-int8.toml). Per-channel scales: per-tensor cost half a point of accuracy."],
+             "a tenth of a point of fp32, 1.8x (Intel Xeon, AMX) to 2.1x (AMD EPYC, AVX2) faster at p50 (batch 1,",
+             "128 tokens), a quarter of the size (recipes/bert-int8.toml). Per-channel scales: per-tensor ones",
+             "cost a point of accuracy."],
     "int4": ["Weight-only int4 (MatMulNBits, block 128, int8 compute) straight after export: a fused Attention's",
              "Q/K/V weights would stay float. On the CPUs measured here it is slower and bigger than dynamic int8",
-             "(1.29x at p50, 54 MB against 23 MB: the embeddings stay fp32) and lost 0.8 points of accuracy;",
+             "(1.0x of fp32 at p50 on an Intel Xeon, 1.29x on an AMD EPYC; 54 MB against 23 MB: the embeddings",
+             "stay fp32) and lost 0.7-0.8 points of accuracy;",
              "choose it to shrink a model whose MatMuls dominate its size (recipes/bert-int4.toml)."],
     "fp16": ["fp16 after ORT's fusions halves the file and keeps accuracy, but ONNX Runtime has no fp16 CPU",
-             "kernels for these ops: measured 0.99x at p50. It is for size, or a GPU (recipes/bert-fp16.toml)."],
+             "kernels for these ops: measured 0.97-0.99x at p50. It is for size, or a GPU (recipes/bert-fp16.toml)."],
 }
 GOALS = {   # precision -> task -> goals (metric, kind, target)
     "int8": {CLASSIFIER: [("accuracy", "max_drop", 0.01), ("latency_ms.p50", "min_speedup", 1.3),
