@@ -233,12 +233,12 @@ def _run_eval(step: EvalStep, store: Store) -> dict:
 
 # ---------------------------------------------------------------- package and final model
 def _run_package(step: PackageStep, store: Store) -> dict:
-    from modelmake import package
-
     metrics = keys.portable_metrics(json.loads(Path(step.metrics).read_bytes())) if step.metrics else {}
     key = step.key(folder_content, metrics)
 
     def build(folder: Path) -> None:
+        from modelmake import package  # zipfile, ONNX metadata: only when a package is made
+
         model = _local(store, step.model, step.task) / "model.onnx"
         tokenizer = _local(store, step.tokenizer, step.task, package.TOKENIZER_FILES)
         config = package.inference_config(model, step.package["max_length"], task=step.model_task,

@@ -50,12 +50,14 @@ def stub_of(path: Path) -> dict | None:
     return marker if isinstance(marker, dict) and isinstance(marker.get("key"), str) else None
 
 
-def record(path: Path) -> None:
-    """Remember what `path` (a file or folder just materialized) looks like."""
+def record(path: Path, known: dict[str, tuple[int, str]] | None = None) -> None:
+    """Remember what `path` (a file or folder just materialized) looks like; `known`: relative
+    path -> (size, digest) of files whose content is already known."""
     state = {}
     for rel, f in _files(path).items():
         st = f.stat()
-        state[rel] = [st.st_size, st.st_mtime_ns, digest.file_digest(f)]
+        size, xxh3 = (known or {}).get(rel, (None, None))
+        state[rel] = [st.st_size, st.st_mtime_ns, xxh3 if size == st.st_size else digest.file_digest(f)]
     atomic_file(_sidecar(path), lambda tmp: tmp.write_text(json.dumps(state, sort_keys=True)))
 
 
@@ -102,8 +104,11 @@ def intact(paths: list[str]) -> bool:
 
 
 def place_folder(obj: Path, dest: Path) -> None:
-    """Copy a store object to dest: a full copy next to dest, then swapped in by renames."""
-    _swap_in(dest, lambda tmp: shutil.copytree(obj, tmp, copy_function=copy_writable))
+    """Copy a store object to dest: a full copy next to dest, then swapped in by renames. The
+    object was verified against its manifest just before, so the copy is recorded with the
+    manifest's digests instead of hashing every byte again."""
+    known = {rel: (info["size"], info["xxh3"]) for rel, info in digest.read_manifest(obj)["files"].items()}
+    _swap_in(dest, lambda tmp: shutil.copytree(obj, tmp, copy_function=copy_writable), known)
 
 
 def place_stub(dest: Path, manifest: bytes, marker: dict) -> None:
@@ -115,7 +120,7 @@ def place_stub(dest: Path, manifest: bytes, marker: dict) -> None:
     _swap_in(dest, fill)
 
 
-def _swap_in(dest: Path, fill) -> None:
+def _swap_in(dest: Path, fill, known: dict[str, tuple[int, str]] | None = None) -> None:
     """Make a folder with `fill(temp path)` next to dest, then swap it in by renames."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(dest)
@@ -131,7 +136,7 @@ def _swap_in(dest: Path, fill) -> None:
         for leftover in (tmp, old):
             if leftover.exists():
                 rmtree(leftover)
-    record(dest)
+    record(dest, known)
 
 
 def place_file(src: Path, dest: Path) -> None:
