@@ -16,7 +16,7 @@ from typing import Any
 from doit.tools import config_changed
 
 from modelmake import passes
-from modelmake.build import lock, runner, targets
+from modelmake.build import lock, targets
 from modelmake.build.checker import XXH3Checker
 from modelmake.build.compile import compile_steps
 from modelmake.build.console import BuildReporter
@@ -38,6 +38,18 @@ def _doc(step: Step) -> str:
     return {"eval": f"evaluate {step.recipe}", "package": f"package {step.recipe}"}.get(step.kind, "")
 
 
+def run_step(step: Step):
+    """The action of every task. The runner (and the pass, store and metric code it imports) is
+    loaded when a task runs, not when doit only checks that everything is up to date."""
+    from modelmake.build import runner
+    return runner.run_step(step)
+
+
+def clean(paths: list[str]) -> None:
+    from modelmake.build import runner
+    runner.clean(paths)
+
+
 def _target(path: str) -> str:
     """doit's target for an output: a file itself, a folder its manifest."""
     return path if Path(path).suffix else manifest_of(path)
@@ -49,10 +61,10 @@ def task_of(step: Step) -> dict:
     if isinstance(step, PublishStep):
         return {
             "basename": step.task, "doc": step.description,
-            "actions": [(runner.run_step, [step])] if step.targets else None,
+            "actions": [(run_step, [step])] if step.targets else None,
             "file_dep": [manifest_of(f) for f in step.inputs().values()],
             "targets": outs, "task_dep": list(step.needs), "meta": {"step": step},
-            "clean": [(runner.clean, [outs])],
+            "clean": [(clean, [outs])],
             "uptodate": [(targets.intact, [outs])],
             "verbosity": 2,
         }
@@ -62,11 +74,11 @@ def task_of(step: Step) -> dict:
     uptodate.append((targets.intact, [outs]))
     return {
         "basename": basename, "name": sub, "doc": _doc(step),
-        "actions": [(runner.run_step, [step])],
+        "actions": [(run_step, [step])],
         "file_dep": sorted({manifest_of(f) for f in step.inputs().values()} | set(step.files())),
         "targets": [_target(o) for o in outs],
         "meta": {"step": step},
-        "clean": [(runner.clean, [outs])],
+        "clean": [(clean, [outs])],
         "uptodate": uptodate,
         "verbosity": 2,
     }

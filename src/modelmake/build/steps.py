@@ -29,7 +29,7 @@ def manifest_of(folder: str) -> str:
     return str(Path(folder) / digest.MANIFEST)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Step:
     """What every step has: its task name, its recipe, where it records and logs, the store."""
 
@@ -40,6 +40,11 @@ class Step:
     store: str         # the store folder (relative to the project when inside it)
     # the shared remote store, if any: where results come from and go to, never part of a key
     remote: RemoteConfig | None = None
+
+    # eq and repr are not generated (eq=False, repr=False): generating them for the eight step
+    # classes cost every no-op build ~3 ms, and steps are compared by task name where needed
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.task!r})"
 
     @property
     def logs(self) -> str:
@@ -91,7 +96,7 @@ class SourceItem:
         return digest.key_of({"kind": "source", "source": self.source, "content": content, "version": version})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class SourceStep(Step):
     kind: ClassVar[str] = SOURCE
     items: tuple[SourceItem, ...] = ()
@@ -115,7 +120,7 @@ class DatasetUse:
     spec: dict[str, Any]      # what the step reads of it: columns, labels, split
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class PassStep(Step):
     kind: ClassVar[str] = PASS
     name: str = ""                     # the step's name in the recipe
@@ -158,7 +163,7 @@ class PassStep(Step):
 
 
 # ---------------------------------------------------------------- evaluation
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class EvalStep(Step):
     kind: ClassVar[str] = EVAL
     evaluate: dict[str, Any] = field(default_factory=dict)  # the recipe's normalized [evaluate]
@@ -228,7 +233,7 @@ class EvalStep(Step):
 
 
 # ---------------------------------------------------------------- package
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class PackageStep(Step):
     kind: ClassVar[str] = PACKAGE
     package: dict[str, Any] = field(default_factory=dict)   # the recipe's normalized [package]
@@ -264,7 +269,7 @@ class PackageStep(Step):
 
 
 # ---------------------------------------------------------------- the recipe as a whole
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class PublishStep(Step):
     """optimize:<recipe>: everything of the recipe, and its final model at a stable path."""
 

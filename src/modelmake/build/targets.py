@@ -16,12 +16,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from modelmake.core import digest
 from modelmake.core.faults import kill_point
-from modelmake.core.files import atomic_file, copy_writable, rmtree, sweep_leftovers
+from modelmake.core.files import atomic_file, copy_writable, rmtree, sweep_leftovers, unique
 
 FOLDER_SIDECAR = ".mm-stat.json"
 REMOTE_MARKER = ".mm-remote.json"   # in a stub folder: where its files are
@@ -124,8 +123,8 @@ def _swap_in(dest: Path, fill, known: dict[str, tuple[int, str]] | None = None) 
     """Make a folder with `fill(temp path)` next to dest, then swap it in by renames."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(dest)
-    tmp = dest.parent / f".mm-{dest.name}.{uuid.uuid4().hex[:8]}"
-    old = dest.parent / f".mm-old-{dest.name}.{uuid.uuid4().hex[:8]}"
+    tmp = dest.parent / f".mm-{dest.name}.{unique()}"
+    old = dest.parent / f".mm-old-{dest.name}.{unique()}"
     try:
         fill(tmp)
         if dest.exists():

@@ -101,11 +101,49 @@ def verify_folder(folder: Path, manifest: dict[str, Any] | None = None) -> str |
 
 @lru_cache(maxsize=None)
 def library_version(dist: str) -> str:
-    """Installed version of a distribution, read from its metadata (no import of the library)."""
+    """Installed version of a distribution, read from its metadata (no import of the library).
+
+    The Version line of the first `.dist-info` folder of that name on sys.path, as
+    importlib.metadata finds it; anything else (eggs, zips, a folder without the line) goes to
+    importlib.metadata itself. Its own lookup parses the whole METADATA file as an e-mail, which
+    cost a no-op build ~2 ms per library."""
+    info = _dist_infos().get(_normalized(dist))
+    if info is not None:
+        try:
+            with open(os.path.join(info, "METADATA"), encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("Version:"):
+                        return line[len("Version:"):].strip()
+                    if not line.strip():  # the end of the headers
+                        break
+        except OSError:
+            pass
     try:
         return metadata.version(dist)
     except metadata.PackageNotFoundError:
         return "not-installed"
+
+
+def _normalized(name: str) -> str:
+    """PEP 503's name normalization, with `_` (how dist-info folders spell a `-`)."""
+    return "_".join(filter(None, name.lower().replace("-", "_").replace(".", "_").split("_")))
+
+
+@lru_cache(maxsize=1)
+def _dist_infos() -> dict[str, str]:
+    """normalized distribution name -> its first `<name>-<version>.dist-info` folder on sys.path."""
+    import sys
+
+    found: dict[str, str] = {}
+    for entry in sys.path:
+        try:
+            names = os.listdir(entry or ".")
+        except OSError:  # not a folder (a zip, or gone)
+            continue
+        for name in names:
+            if name.endswith(".dist-info"):
+                found.setdefault(_normalized(name.split("-", 1)[0]), os.path.join(entry or ".", name))
+    return found
 
 
 def library_versions(dists: tuple[str, ...] | list[str]) -> dict[str, str]:

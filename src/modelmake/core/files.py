@@ -5,24 +5,34 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-import uuid
 from pathlib import Path
 from typing import Callable
+
+
+def unique(digits: int = 8) -> str:
+    """Random hex digits for a temp name (os.urandom: importing uuid costs a no-op build ~2 ms)."""
+    return os.urandom((digits + 1) // 2).hex()[:digits]
 
 
 def sweep_leftovers(dest: Path) -> None:
     """Remove temp copies of dest left by a writer that was killed (SIGKILL skips `finally`).
     Only one task ever writes a given target, so any such leftover is dead."""
-    for pattern in (f".mm-{dest.name}.*", f".mm-old-{dest.name}.*"):
-        for leftover in dest.parent.glob(pattern):
-            rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+    prefixes = (f".mm-{dest.name}.", f".mm-old-{dest.name}.")
+    try:
+        names = os.listdir(dest.parent)  # not Path.glob: it compiles a pattern per call, on every restore
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.startswith(prefixes):
+            leftover = dest.parent / name
+            rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink(missing_ok=True)
 
 
 def atomic_file(dest: Path, write: Callable[[Path], None]) -> None:
     """Write through a temp name in dest's folder, then rename: dest is whole or untouched."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(dest)
-    tmp = dest.parent / f".mm-{dest.name}.{uuid.uuid4().hex[:8]}"
+    tmp = dest.parent / f".mm-{dest.name}.{unique()}"
     try:
         write(tmp)
         os.replace(tmp, dest)

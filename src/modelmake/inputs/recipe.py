@@ -6,7 +6,6 @@ normalized form is what goes into build keys, so comments and key order never ma
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -21,7 +20,7 @@ from modelmake.core.values import show, toml_value
 from modelmake.passes import base
 from modelmake.passes.fields import Field
 from modelmake.inputs import dataspec
-from modelmake.inputs.tables import (RecipeError, Table, check_value, key_segment,  # noqa: F401 - re-exported
+from modelmake.inputs.tables import (RecipeError, Table, check_value, close_matches, key_segment,  # noqa: F401 - re-exported
                                       one_line)
 
 # \Z, not $: `$` also matches before a trailing newline, which would let "fuse\n" through
@@ -216,7 +215,7 @@ def _step(t: Table, datasets: dict) -> Step:
     type_name = t.get("type", "str", required=True)
     p = registry.get(type_name)
     if p is None:
-        close = difflib.get_close_matches(type_name, list(registry.REGISTRY), n=1)
+        close = close_matches(type_name, list(registry.REGISTRY), n=1)
         tip = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(sorted(registry.REGISTRY))})"
         raise RecipeError(t.file, t.key("type"), f"unknown pass type {show(type_name)}{tip}")
     cfg = {}
@@ -360,7 +359,7 @@ def _goals(t: Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
     for gt in _array(t, "goal"):
         metric = gt.field(GOAL_METRIC)
         if goals.direction(metric, ev["custom"]) is None:
-            hint = difflib.get_close_matches(metric, known, n=1)
+            hint = close_matches(metric, known, n=1)
             tip = f" (did you mean '{hint[0]}'?)" if hint else f" (measured: {', '.join(known) or 'none'})"
             raise RecipeError(t.file, gt.key("metric"), f"unknown metric {show(metric)}{tip}")
         family = goals.family_of(metric)

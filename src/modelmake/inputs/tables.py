@@ -2,7 +2,6 @@
 RecipeError naming the file and the key path (so the CLI ends with one line)."""
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,13 @@ from modelmake.core import values
 from modelmake.passes.fields import Field
 
 BARE_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
+
+
+def close_matches(word: str, candidates: list[str], n: int = 1) -> list[str]:
+    """difflib's close matches, for "did you mean" hints (difflib is loaded only when one is needed)."""
+    import difflib
+
+    return difflib.get_close_matches(word, candidates, n=n)
 
 
 class RecipeError(Exception):
@@ -88,7 +94,7 @@ class Table:
         unknown = sorted(set(self.value) - self.seen)
         if unknown:
             bad = unknown[0]
-            hint = difflib.get_close_matches(bad, known or sorted(self.seen), n=1)
+            hint = close_matches(bad, known or sorted(self.seen), n=1)
             tip = f" (did you mean '{hint[0]}'?)" if hint else f" (known: {', '.join(sorted(known or self.seen))})"
             raise RecipeError(self.file, self.key(bad), f"unknown key{tip}")
 

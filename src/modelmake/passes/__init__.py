@@ -14,11 +14,12 @@ REGISTRY: dict[str, Pass] = {}
 
 def register(p: Pass) -> Pass:
     """Add a pass; re-registering the same declaration is a no-op, a different one under a taken name fails.
-    A declaration whose fields cannot make a typed config fails here, not when a step runs."""
+    A declaration whose fields cannot make a typed config fails here, not when a step runs (the
+    config class itself is made when a step first runs: a no-op build does not pay for ten classes)."""
     known = REGISTRY.get(p.type)
     if known is not None and known != p:
         raise ValueError(f"pass type '{p.type}' is already registered (by {known.run})")
-    p.config_class  # noqa: B018 - built now to refuse a bad declaration
+    p.check()
     REGISTRY[p.type] = p
     return p
 

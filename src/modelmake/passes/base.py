@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from modelmake.core.progress import say
-from modelmake.passes.fields import Field, PassConfig, config_class
+from modelmake.passes.fields import Field, PassConfig, check_declaration, config_class
 
 __all__ = ["ENTRY_FILE", "FORMAT_NAMES", "HF", "ONNX", "PYTORCH", "Field", "Pass", "PassConfig", "StepContext"]
 
@@ -57,6 +57,10 @@ class Pass:
     computes: str = "unknown"
     # its dataset fields' rows must carry labels (a dataset without `label` is refused at load)
     needs_labels: bool = False
+
+    def check(self) -> None:
+        """Raises ValueError if the fields cannot make a typed config (see passes/fields.py)."""
+        check_declaration(self.type, self.fields)
 
     @functools.cached_property
     def config_class(self) -> type[PassConfig]:

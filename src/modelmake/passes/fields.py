@@ -112,9 +112,9 @@ class PassConfig:
                 for f in sorted(self.FIELDS, key=lambda f: f.name) if f.applies(attrs)}
 
 
-def config_class(pass_type: str, fields: tuple[Field, ...]) -> type[PassConfig]:
-    """The frozen dataclass of a pass's config. Refuses a declaration whose keys cannot be
-    attributes or whose defaults break their own rules (ValueError naming the key)."""
+def check_declaration(pass_type: str, fields: tuple[Field, ...]) -> None:
+    """Refuses a declaration whose keys cannot be attributes of its config class or whose defaults
+    break their own rules (ValueError naming the key). Cheap: the class itself is made on first use."""
     for i, f in enumerate(fields):
         where = f"pass type {pass_type!r}, field {f.name!r}"
         if not f.name.isidentifier() or f.name in RESERVED or f.name.startswith("_"):
@@ -132,6 +132,11 @@ def config_class(pass_type: str, fields: tuple[Field, ...]) -> type[PassConfig]:
                 f.check(f.default) if f.default is not None else None
             except values.Problem as p:
                 raise ValueError(f"{where}: default {f.default!r} breaks its own rule: {p}") from None
+
+
+def config_class(pass_type: str, fields: tuple[Field, ...]) -> type[PassConfig]:
+    """The frozen dataclass of a pass's config (a declaration check_declaration refuses fails here too)."""
+    check_declaration(pass_type, fields)
     name = "".join(part.capitalize() for part in re.split(r"[^A-Za-z0-9]+", pass_type) if part) + "Config"
     cls = dataclasses.make_dataclass(name, [(f.name, f.annotation) for f in fields], bases=(PassConfig,),
                                      frozen=True, kw_only=True, slots=True, namespace={"__module__": __name__})

@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import time
-import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Callable, Iterator
 
 from modelmake.core import digest
 from modelmake.core.faults import kill_point
-from modelmake.core.files import atomic_file, fsync, fsync_dir, rmtree, write_durably
+from modelmake.core.files import atomic_file, fsync, fsync_dir, rmtree, unique, write_durably
 from modelmake.core.progress import say
 from modelmake.store import remote_transfer
 from modelmake.store.remote import Remote, RemoteConfig, RemoteError, remote_for
@@ -105,7 +104,7 @@ class Store:
         return self.root / "partial" / key[:2] / f"{key}.{which}"
 
     def _scratch(self, name: str) -> Path:
-        d = self.root / "tmp" / f"{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        d = self.root / "tmp" / f"{name}.{os.getpid()}.{unique()}"
         d.mkdir(parents=True)
         return d
 
@@ -165,7 +164,7 @@ class Store:
 
     def discard(self, key: str) -> None:
         obj = self.object_dir(key)
-        trash = self.root / "tmp" / f"discard.{key}.{uuid.uuid4().hex[:8]}"
+        trash = self.root / "tmp" / f"discard.{key}.{unique()}"
         trash.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(obj, trash)

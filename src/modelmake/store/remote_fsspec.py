@@ -9,12 +9,12 @@ so blobs and entries are written in place; elsewhere (file://, sftp, smb, hdfs) 
 from __future__ import annotations
 
 import datetime as _dt
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from modelmake.core.faults import kill_point
+from modelmake.core.files import unique
 from modelmake.store.remote import Backend, Listed, RemoteConfig, RemoteError
 
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss"}
@@ -109,7 +109,7 @@ class FsspecBackend(Backend):
             _call(self.fs.makedirs, dest.rsplit("/", 1)[0], exist_ok=True)
             _call(write, dest)
             return
-        tmp = f"{self.base}/tmp/{dest.rsplit('/', 1)[1]}.{uuid.uuid4().hex[:12]}"
+        tmp = f"{self.base}/tmp/{dest.rsplit('/', 1)[1]}.{unique(12)}"
         for folder in (f"{self.base}/tmp", dest.rsplit("/", 1)[0]):
             _call(self.fs.makedirs, folder, exist_ok=True)
         try:
