@@ -1,6 +1,6 @@
 """Remote-store benchmark of the headline recipe; prints the table quoted in README's remote section.
 
-    python benchmarks/remote.py [--workdir DIR] [--skip-plain] [--project DIR --recipe NAME]
+    python benchmarks/remote.py [--workdir DIR] [--skip-plain] [--link 1gbit] [--project DIR --recipe NAME]
 
 Starts nginx on 127.0.0.1 (Debian's package, the config tests/remotekit.py writes; stopped at the
 end) and, with the real `doit` CLI in scratch projects that each have their own store:
@@ -14,6 +14,13 @@ end) and, with the real `doit` CLI in scratch projects that each have their own 
   cost of loading the recipes and asking doit).
 Goals: fresh-clone restore within 1.5x of the time to copy the needed bytes; upload overhead at
 most 10% of the cold build.
+
+Over the machine's loopback interface bytes move at memory speed, faster than any link between a
+builder and its cache. `--link RATE` (tc's units: 1gbit, 100mbit) runs the whole benchmark in a
+network namespace of its own (`unshare --net`, as root or through a user namespace) whose loopback
+interface is shaped by a token bucket (`tc qdisc ... tbf rate RATE`): nginx and the builds still
+talk over 127.0.0.1, now at that rate in both directions, and the machine's own loopback is
+untouched. Needs iproute2's `ip` and `tc` (Debian: iproute2).
 """
 from __future__ import annotations
 
@@ -86,6 +93,43 @@ def copy_time(server: Nginx, blobs: list[str], into: Path) -> float:
     return took
 
 
+def shaped(link: str) -> None:
+    """Re-run this script in a new network namespace whose loopback is limited to `link`."""
+    if os.environ.get("MODELMAKE_BENCH_LINK") == link:  # inside it: bring lo up, shape it
+        for cmd in (["ip", "link", "set", "lo", "up"],
+                    ["tc", "qdisc", "add", "dev", "lo", "root", "tbf", "rate", link, "burst", "128kb",
+                     "latency", "100ms"]):
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                sys.exit(f"{' '.join(cmd)}: {done.stderr.strip()}")
+        return
+    for tool in ("unshare", "ip", "tc"):
+        if shutil.which(tool) is None:
+            sys.exit(f"--link needs `{tool}` (Debian: util-linux, iproute2)")
+    # the namespace has no way out, so the wheels the recipe pins are downloaded first and pip
+    # finds them there (the sources still check their sha256)
+    wheels = Path(tempfile.mkdtemp(prefix="modelmake-remote-bench-wheels-"))
+    recipe = (Path(args_of("--project") or REPO) / "recipes" / f"{args_of('--recipe') or RECIPE}.toml").read_text()
+    pins = sorted(set(re.findall(r'^\s*wheel\s*=\s*"([^"]+)"', recipe, re.M)))
+    if pins:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+                        "--dest", str(wheels), *pins], check=True)
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    try:
+        proc = subprocess.run(["unshare", *user, "--net", "--", sys.executable, *sys.argv],
+                              env={**os.environ, "MODELMAKE_BENCH_LINK": link, "PIP_NO_INDEX": "1",
+                                   "PIP_FIND_LINKS": str(wheels)})
+    finally:
+        shutil.rmtree(wheels, ignore_errors=True)
+    sys.exit(proc.returncode)
+
+
+def args_of(flag: str) -> str | None:
+    """The value given to `flag` on the command line (before argparse, for the re-run)."""
+    argv = sys.argv[1:]
+    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+
+
 def mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
@@ -96,7 +140,10 @@ def main() -> int:
     ap.add_argument("--skip-plain", action="store_true", help="no cold build without a remote (saves one fine-tuning)")
     ap.add_argument("--project", type=Path, help="another project folder to copy (e.g. to try the script on a small one)")
     ap.add_argument("--recipe", default=RECIPE, help=f"the recipe to build (default {RECIPE})")
+    ap.add_argument("--link", help="a link rate in tc's units (1gbit, 100mbit): run behind a loopback shaped to it")
     args = ap.parse_args()
+    if args.link:
+        shaped(args.link)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="modelmake-remote-bench-"))
     if work.exists():
         shutil.rmtree(work)
@@ -164,7 +211,9 @@ def main() -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor())
     print(f"\ndate: {time.strftime('%Y-%m-%d')}; machine: {cpu}, {os.cpu_count()} cores, Python "
-          f"{platform.python_version()}; nginx {nginx_version()} on 127.0.0.1; load average (1 min) during the "
+          f"{platform.python_version()}; nginx {nginx_version()} on 127.0.0.1"
+          f"{f' behind a loopback shaped to {args.link} (tc tbf, a network namespace of its own)' if args.link else ''}"
+          f"; load average (1 min) during the "
           f"run: {min(load):.1f}-{max(load):.1f}\n")
     print("| scenario | wall time | what |")
     print("| --- | ---: | --- |")
