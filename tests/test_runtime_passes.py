@@ -178,3 +178,26 @@ def test_recipe_validation(step, key, message, tmp_path):
     assert [s.type for s in parsed.steps] == ["onnx-export", "ort-optimize", "session-tune"]  # the defaults are valid
     text = recipe_error(tmp_path, head + step + "\n")
     assert text.startswith(f"recipes/tiny.toml: pass[1].{key}: ") and message in text, text
+
+
+@pytest.mark.parametrize("limit", [0, 1 << 30])
+def test_finish_writes_the_same_checked_bytes_from_memory_or_through_the_file(exported, work, monkeypatch, limit):
+    """finish() checks a model in memory before writing it, or (past the in-memory limit) by its
+    file after writing it; both give the same bytes, and a model ORT cannot load fails both ways."""
+    import onnx
+
+    monkeypatch.setattr(onnxmeta, "_IN_MEMORY_LIMIT", limit)
+    src = exported / onnxmeta.MODEL_FILE
+    dest = work / f"finish-{limit}" / onnxmeta.MODEL_FILE
+    dest.parent.mkdir()
+    onnxmeta.finish(dest, {"note": "x"}, source=src, proto=onnx.load(str(src)))
+    again = work / f"finish-again-{limit}" / onnxmeta.MODEL_FILE
+    again.parent.mkdir()
+    onnxmeta.finish(again, {"note": "x"}, source=src, proto=onnx.load(str(src)))
+    assert dest.read_bytes() == again.read_bytes()
+    assert onnxmeta.read(dest)["note"] == "x"
+
+    broken = onnx.load(str(src))
+    broken.graph.node[0].op_type = "NoSuchOp"
+    with pytest.raises(Exception):
+        onnxmeta.finish(work / f"finish-{limit}" / "broken.onnx", proto=broken)

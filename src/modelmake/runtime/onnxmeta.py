@@ -82,16 +82,21 @@ def finish(model_path: Path, props: dict | None = None, source: Path | None = No
     merged = read(source) if source is not None else {}
     merged.update(props or {})
     set_props(proto, merged)
-    if proto.ByteSize() >= _IN_MEMORY_LIMIT or uses_external_data(proto):
+    if uses_external_data(proto):
         onnx.save(proto, str(model_path))
         check(model_path)
         return proto
+    # serialized once and measured by its length: proto.ByteSize() costs as much as serializing
     data = proto.SerializeToString()
-    onnx.checker.check_model(data)
-    _loads(data)
+    small = len(data) < _IN_MEMORY_LIMIT
+    if small:  # checked from memory before anything is written
+        onnx.checker.check_model(data)
+        _loads(data)
     tmp = model_path.with_name(f".mm-{model_path.name}.tmp")
     tmp.write_bytes(data)
     tmp.replace(model_path)
+    if not small:  # the checker and ORT read a model this large from its file
+        check(model_path)
     return proto
 
 
