@@ -42,3 +42,34 @@ def test_docs_pass_reference_is_current():
     from modelmake.commands.docgen import render
     doc = (REPO / "docs/recipes.md").read_text()
     assert render(doc) == doc, "docs/recipes.md is stale: run python -m modelmake.commands.docgen --write docs/recipes.md"
+
+
+def test_library_versions_read_fast_are_those_importlib_metadata_reads(tmp_path, monkeypatch):
+    """The fast reader of METADATA's Version line gives importlib.metadata's answer, also where an
+    egg-info of the same name comes first on sys.path (importlib reads that one)."""
+    from importlib import metadata
+
+    from modelmake.core import digest
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, files in ((first, {"Egg_Pkg.egg-info/PKG-INFO": "Name: egg-pkg\nVersion: 0.9\n"}),
+                          (second, {"my_pkg-1.2.3.dist-info/METADATA": "Metadata-Version: 2.1\nName: my-pkg\n"
+                                                                       "Version: 1.2.3\n\nVersion: body\n",
+                                    "egg_pkg-2.0.dist-info/METADATA": "Name: egg-pkg\nVersion: 2.0\n"})):
+        for rel, text in files.items():
+            (folder / rel).parent.mkdir(parents=True)
+            (folder / rel).write_text(text)
+    monkeypatch.setattr("sys.path", [str(first), str(second)])
+    digest.library_version.cache_clear()
+    digest._dist_infos.cache_clear()
+    try:
+        for name in ("my-pkg", "My.Pkg", "egg-pkg", "no-such-pkg"):
+            try:
+                expected = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                expected = "not-installed"
+            assert digest.library_version(name) == expected, name
+        assert digest.library_version("egg-pkg") == "0.9"
+    finally:
+        digest.library_version.cache_clear()
+        digest._dist_infos.cache_clear()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -108,7 +109,7 @@ def library_version(dist: str) -> str:
     importlib.metadata itself. Its own lookup parses the whole METADATA file as an e-mail, which
     cost a no-op build ~2 ms per library."""
     info = _dist_infos().get(_normalized(dist))
-    if info is not None:
+    if info:
         try:
             with open(os.path.join(info, "METADATA"), encoding="utf-8") as f:
                 for line in f:
@@ -131,9 +132,8 @@ def _normalized(name: str) -> str:
 
 @lru_cache(maxsize=1)
 def _dist_infos() -> dict[str, str]:
-    """normalized distribution name -> its first `<name>-<version>.dist-info` folder on sys.path."""
-    import sys
-
+    """normalized distribution name -> its first `<name>-<version>.dist-info` folder on sys.path,
+    or "" when an `.egg-info` of that name comes first (importlib.metadata would read that one)."""
     found: dict[str, str] = {}
     for entry in sys.path:
         try:
@@ -143,6 +143,8 @@ def _dist_infos() -> dict[str, str]:
         for name in names:
             if name.endswith(".dist-info"):
                 found.setdefault(_normalized(name.split("-", 1)[0]), os.path.join(entry or ".", name))
+            elif name.endswith(".egg-info"):
+                found.setdefault(_normalized(name[:-len(".egg-info")].split("-", 1)[0]), "")
     return found
 
 
