@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from modelmake.core.files import atomic_file
+
 PREFIX = "modelmake."
 MODEL_TYPE = PREFIX + "model_type"
 NUM_HEADS = PREFIX + "num_heads"
@@ -92,9 +94,7 @@ def finish(model_path: Path, props: dict | None = None, source: Path | None = No
     if small:  # checked from memory before anything is written
         onnx.checker.check_model(data)
         _loads(data)
-    tmp = model_path.with_name(f".mm-{model_path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(model_path)
+    atomic_file(model_path, lambda tmp: tmp.write_bytes(data))
     if not small:  # the checker and ORT read a model this large from its file
         check(model_path)
     return proto
