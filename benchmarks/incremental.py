@@ -29,11 +29,12 @@ RECIPE = "bert-int8"
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def doit(project: Path, *args: str, goals_may_fail: bool = False) -> tuple[float, str]:
-    """Wall time and output of a build; with `goals_may_fail`, a build that stops only because a
-    goal is missed counts (its output names the goal), any other failure ends the benchmark."""
+def doit(project: Path, *args: str, goals_may_fail: bool = False, python: str = sys.executable) -> tuple[float, str]:
+    """Wall time and output of a build (with `python`'s modelmake); with `goals_may_fail`, a build
+    that stops only because a goal is missed counts (its output names the goal), any other failure
+    ends the benchmark."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=project, capture_output=True, text=True,
+    proc = subprocess.run([python, "-m", "doit", *args], cwd=project, capture_output=True, text=True,
                           env=ENV)
     wall = time.perf_counter() - t0
     missed = goals_may_fail and re.search(r"^\s*FAILED goal .*$", proc.stdout + proc.stderr, re.M)

@@ -93,7 +93,7 @@ def copy_time(server: Nginx, blobs: list[str], into: Path) -> float:
     return took
 
 
-def shaped(link: str) -> None:
+def shaped(link: str, recipe_file: Path) -> None:
     """Re-run this script in a new network namespace whose loopback is limited to `link`."""
     if os.environ.get("MODELMAKE_BENCH_LINK") == link:  # inside it: bring lo up, shape it
         for cmd in (["ip", "link", "set", "lo", "up"],
@@ -109,8 +109,7 @@ def shaped(link: str) -> None:
     # the namespace has no way out, so the wheels the recipe pins are downloaded first and pip
     # finds them there (the sources still check their sha256)
     wheels = Path(tempfile.mkdtemp(prefix="modelmake-remote-bench-wheels-"))
-    recipe = (Path(args_of("--project") or REPO) / "recipes" / f"{args_of('--recipe') or RECIPE}.toml").read_text()
-    pins = sorted(set(re.findall(r'^\s*wheel\s*=\s*"([^"]+)"', recipe, re.M)))
+    pins = sorted(set(re.findall(r'^\s*wheel\s*=\s*"([^"]+)"', recipe_file.read_text(), re.M)))
     if pins:
         subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
                         "--dest", str(wheels), *pins], check=True)
@@ -122,12 +121,6 @@ def shaped(link: str) -> None:
     finally:
         shutil.rmtree(wheels, ignore_errors=True)
     sys.exit(proc.returncode)
-
-
-def args_of(flag: str) -> str | None:
-    """The value given to `flag` on the command line (before argparse, for the re-run)."""
-    argv = sys.argv[1:]
-    return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
 
 
 def mb(n: float) -> str:
@@ -143,7 +136,7 @@ def main() -> int:
     ap.add_argument("--link", help="a link rate in tc's units (1gbit, 100mbit): run behind a loopback shaped to it")
     args = ap.parse_args()
     if args.link:
-        shaped(args.link)
+        shaped(args.link, (args.project or REPO) / "recipes" / f"{args.recipe}.toml")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="modelmake-remote-bench-"))
     if work.exists():
         shutil.rmtree(work)
