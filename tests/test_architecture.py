@@ -23,8 +23,9 @@ ALLOWED = {
     "metrics": {"core", "runtime"},
     "inputs": {"core", "runtime", "passes", "metrics"},
     "package": {"core", "runtime", "metrics"},
-    "build": {"core", "store", "runtime", "passes", "metrics", "inputs", "package"},
-    "commands": {"core", "store", "runtime", "passes", "metrics", "inputs", "package", "build"},
+    "search": {"core", "runtime", "passes", "metrics", "inputs"},
+    "build": {"core", "store", "runtime", "passes", "metrics", "inputs", "package", "search"},
+    "commands": {"core", "store", "runtime", "passes", "metrics", "inputs", "package", "search", "build"},
 }
 
 

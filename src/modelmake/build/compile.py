@@ -110,6 +110,10 @@ def recipe_steps(project: Project, lay: Layout) -> list[Step]:
     r = lay.recipe
     common = {"recipe": r.name, "base": str(lay.base), "store": str(project.rel(project.store)),
               "remote": project.remote}
+    if r.search is not None:
+        from modelmake.build.trial_steps import search_steps
+
+        return search_steps(project, lay, common)
     steps: list[Step] = []
     source = source_step(project, lay, common)
     if source is not None:

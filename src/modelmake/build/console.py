@@ -24,7 +24,7 @@ from doit.exceptions import TaskFailed, UnmetDependency
 from modelmake.core import progress
 
 STYLES = {"built": "green", "restored": "cyan", "done": "", "up to date": "dim", "failed": "bold red",
-          "not run": "yellow", "ignored": "yellow"}
+          "not run": "yellow", "ignored": "yellow", "trial failed": "yellow"}
 
 
 def counted(task) -> bool:
@@ -66,7 +66,7 @@ class BuildReporter:
         self.order: dict[str, int] = {}      # step -> its number in this build
         self.started: dict[str, float] = {}
         self.counts = dict.fromkeys(("built", "restored", "done", "up to date", "failed", "not run",
-                                     "ignored"), 0)
+                                     "ignored", "trial failed"), 0)
         self.runtime_errors: list[str] = []
         self.console = None                  # a rich Console when writing to a terminal
         self.live = None                     # the live display, once a step runs
@@ -186,7 +186,7 @@ class BuildReporter:
         if not counted(task):
             return
         outcome = (task.values or {}).get("outcome", "done")  # set by modelmake.build.runner
-        self._finish(task, outcome if outcome in ("built", "restored") else "done",
+        self._finish(task, outcome if outcome in ("built", "restored", "trial failed") else "done",
                      f" in {seconds_text(self._elapsed(task))}")
 
     def add_failure(self, task, fail):
@@ -237,10 +237,10 @@ class BuildReporter:
 
     def summary(self) -> str:
         c = self.counts
-        ran = c["built"] + c["restored"] + c["done"]
+        ran = c["built"] + c["restored"] + c["done"] + c["trial failed"]
         # "other": steps that use no store result, like optimize:<recipe> copying the final model
         how = ", ".join(f"{n} {k}" for k, n in (("built", c["built"]), ("restored", c["restored"]),
-                                                ("other", c["done"])) if n)
+                                                ("other", c["done"]), ("of failed trials", c["trial failed"])) if n)
         parts = [f"{ran} run" + (f" ({how})" if how else ""), f"{c['up to date']} up to date",
                  f"{c['failed']} failed"]
         not_run = self.total - ran - c["up to date"] - c["failed"] - c["ignored"]

@@ -27,7 +27,8 @@ from modelmake.inputs.recipe import RecipeError
 
 GROUP_DOCS = {"source": "fetch and verify pinned model and data sources",
               "pass": "run one optimization pass of a recipe", "eval": "evaluate a recipe's model",
-              "package": "package a recipe's model"}
+              "package": "package a recipe's model",
+              "search": "judge a search's trials and place the selected one"}
 
 
 def _doc(step: Step) -> str:
@@ -35,7 +36,8 @@ def _doc(step: Step) -> str:
         return passes.get(step.type).summary
     if isinstance(step, SourceStep):
         return f"fetch and verify sources of {step.recipe}"
-    return {"eval": f"evaluate {step.recipe}", "package": f"package {step.recipe}"}.get(step.kind, "")
+    return {"eval": f"evaluate {step.task.partition(':')[2]}", "package": f"package {step.recipe}",
+            "search": f"select the best trial of {step.recipe}"}.get(step.kind, "")
 
 
 def run_step(step: Step):

@@ -29,6 +29,16 @@ class Layout:
     baseline_recipe: "Layout | None" = None  # evaluate.baseline_recipe's layout: its final model is measured too
     # model folder -> whether the model there computes in integers; None: only its ops can tell
     integer: dict[str, bool | None] = field(default_factory=dict)
+    upstream: "Layout | None" = None  # model.recipe's layout
+
+    @property
+    def formats_in(self) -> str:
+        """The format of the model the first pass reads."""
+        r = self.recipe
+        if r.model.kind != "recipe":
+            return r.model_format
+        up = self.upstream
+        return up.final_format if up is not None else r.model_format
 
     @property
     def final(self) -> Path:
@@ -56,20 +66,10 @@ def layouts(project: Project, recipes: dict[str, Recipe]) -> dict[str, Layout]:
             model_in, fmt, tok = src / "model", r.model_format, tok_in or src / "model"
             source_tok = (tok, r)
             integer = None if fmt == base.ONNX else False   # a user's ONNX file may be quantized
-        outputs, formats, step_tokenizers = [], [], []
-        computes = {str(model_in): integer}
-        for s in r.steps:
-            step_tokenizers.append(tok)
-            outputs.append(base_dir / "steps" / s.name)
-            p = passes.get(s.type)
-            fmt = p.output_format
-            formats.append(fmt)
-            integer = _computes_in_integers(p, integer)
-            computes[str(outputs[-1])] = integer
-            if fmt == base.HF:
-                tok = outputs[-1]
-        lay = Layout(r, base_dir, model_in, {d: src / "data" / d for d in r.data}, outputs, formats, tok, fmt,
-                     step_tokenizers, tok_in, source_tok, integer=computes)
+        lay = chain(r, base_dir, model_in, fmt, tok, integer, {d: src / "data" / d for d in r.data},
+                    [base_dir / "steps" / s.name for s in r.steps])
+        lay.tokenizer_in, lay.source_tokenizer = tok_in, source_tok
+        lay.upstream = done[r.model.spec["recipe"]] if r.model.kind == "recipe" else None
         done[r.name] = lay
         return lay
 
@@ -79,6 +79,34 @@ def layouts(project: Project, recipes: dict[str, Recipe]) -> dict[str, Layout]:
         other = lay.recipe.evaluate and lay.recipe.evaluate.get("baseline_recipe")
         lay.baseline_recipe = done[other] if other else None
     return done
+
+
+def chain(r: Recipe, base_dir: Path, model_in: Path, fmt: str, tok: Path | None, integer: bool | None,
+          data: dict[str, Path], outputs: list[Path]) -> Layout:
+    """The layout of r's steps writing `outputs`, from a model in `model_in` (of format `fmt`,
+    its tokenizer in `tok`, computing in integers or not)."""
+    formats, step_tokenizers = [], []
+    computes = {str(model_in): integer}
+    for s, out in zip(r.steps, outputs):
+        step_tokenizers.append(tok)
+        p = passes.get(s.type)
+        fmt = p.output_format
+        formats.append(fmt)
+        integer = _computes_in_integers(p, integer)
+        computes[str(out)] = integer
+        if fmt == base.HF:
+            tok = out
+    return Layout(r, base_dir, model_in, data, list(outputs), formats, tok, fmt, step_tokenizers, integer=computes)
+
+
+def trial_chain(lay: Layout, r: Recipe, base_dir: Path, outputs: list[Path]) -> Layout:
+    """The layout of a search trial (r: the searching recipe with the trial's steps): it starts
+    from the searching recipe's input model and data, and writes `outputs`."""
+    tok = lay.step_tokenizers[0] if lay.step_tokenizers else lay.tokenizer
+    fmt = lay.formats_in
+    out = chain(r, base_dir, lay.model_in, fmt, tok, lay.integer[str(lay.model_in)], lay.data, outputs)
+    out.tokenizer_in, out.source_tokenizer, out.baseline_recipe = lay.tokenizer_in, lay.source_tokenizer, lay.baseline_recipe
+    return out
 
 
 def _computes_in_integers(p: base.Pass, before: bool | None) -> bool | None:

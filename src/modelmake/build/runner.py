@@ -26,7 +26,7 @@ from doit.exceptions import TaskFailed
 
 from modelmake import passes
 from modelmake.build import hosts, keys, records, targets
-from modelmake.build.steps import EvalStep, PackageStep, PassStep, PublishStep, SourceStep, Step
+from modelmake.build.steps import EvalStep, PackageStep, PassStep, PublishStep, SearchStep, SourceStep, Step
 from modelmake.core import digest
 from modelmake.core.digest import folder_content
 from modelmake.core.progress import say
@@ -46,6 +46,12 @@ def run_step(step: Step):
 
 
 def _guarded(action: Callable[[Step, Store], dict | None], step: Step) -> dict | TaskFailed:
+    tolerant = getattr(step, "tolerant", False)
+    if tolerant and (failure := _failed_input(step)) is not None:
+        for out in step.outputs():
+            targets.place_failure(Path(out), failure)
+        say(f"  {step.task}: not run: its trial failed at {failure['task']}")
+        return {"outcome": "trial failed"}
     store = Store(step.store, remote=step.remote)
     t0 = time.monotonic()
     try:
@@ -65,10 +71,24 @@ def _guarded(action: Callable[[Step, Store], dict | None], step: Step) -> dict |
         else:
             first = f"{e.__class__.__name__}: {first}"
         message = f"{step.task} failed: {first}{where}"
+        if tolerant:   # a search trial: recorded as failed (nothing cached), the search goes on
+            for out in step.outputs():
+                targets.place_failure(Path(out), {"task": step.task, "error": f"{first}{where}"})
+            say(f"warning: {message}; the trial is recorded as failed and the search goes on")
+            return {"outcome": "trial failed"}
         say(f"error: {message}")
         return TaskFailed(message)
     # doit keeps a returned dict as the task's values: the build reporter shows this outcome
     return {"outcome": "built" if result.get("built") else "restored" if store.used else "done"}
+
+
+def _failed_input(step: Step) -> dict | None:
+    """The failure of a search trial's step this step reads, if any."""
+    for folder in step.inputs().values():
+        failure = targets.failure_of(Path(folder))
+        if failure is not None:
+            return failure
+    return None
 
 
 def _record(step: Step, store: Store, result: dict, seconds: float) -> None:
@@ -225,7 +245,7 @@ def _run_eval(step: EvalStep, store: Store) -> dict:
         hosts.note_host(store, step, {role: folder_content(f) for role, f in step.inputs().items()})
     _place(obj / "metrics.json", Path(step.out), step.task)
     metrics = json.loads((obj / "metrics.json").read_bytes())
-    measure.print_metrics(step.recipe, metrics)
+    measure.print_metrics(step.task.partition(":")[2], metrics)
     if not metrics.get("goals", {"passed": True})["passed"]:
         say(f"warning: {step.task}: {goals.failure_line(metrics['goals'])}")
     return {"key": key, "built": built}
@@ -257,8 +277,15 @@ def _publish_model(step: PublishStep, store: Store) -> None:
         say(f"  {step.task}: final model at {target}")
 
 
+def _run_search(step: SearchStep, store: Store) -> dict:
+    from modelmake.build import search_run
+
+    return search_run.run_search(step, store, run_step=lambda s: _guarded(_RUN[type(s)], s),
+                                 local=lambda folder, names=None: _local(store, folder, step.task, names))
+
+
 _RUN: dict[type, Callable] = {SourceStep: _run_source, PassStep: _run_pass, EvalStep: _run_eval,
-                              PackageStep: _run_package, PublishStep: _publish_model}
+                              PackageStep: _run_package, PublishStep: _publish_model, SearchStep: _run_search}
 
 
 def clean(paths: list[str]) -> None:

@@ -21,7 +21,7 @@ from modelmake.store.remote import RemoteConfig
 
 Content = Callable[[str], str]  # folder path as written in a step -> that folder's content digest
 
-SOURCE, PASS, EVAL, PACKAGE, PUBLISH = "source", "pass", "eval", "package", "optimize"
+SOURCE, PASS, EVAL, PACKAGE, PUBLISH, SEARCH = "source", "pass", "eval", "package", "optimize", "search"
 
 
 def manifest_of(folder: str) -> str:
@@ -134,6 +134,9 @@ class PassStep(Step):
     tokenizer: str | None = None       # tokenizer folder, for passes that need one
     host: dict[str, Any] | None = None        # host-dependent passes only
     model_task: str | None = None             # task-dependent passes only (the recipe's model.task)
+    # a search trial's own step: a failure marks the trial failed instead of stopping the build
+    # (build/failures.py); not part of the key
+    tolerant: bool = False
 
     def inputs(self) -> dict[str, str]:
         out = {"input": self.input}
@@ -162,6 +165,15 @@ class PassStep(Step):
         })
 
 
+def _with_baseline(inputs: dict[str, str], baseline: str | None, tokenizer: str | None) -> dict[str, str]:
+    """`inputs` plus the baseline model's folder and its own tokenizer's, where there are."""
+    if baseline:
+        inputs["baseline"] = baseline
+    if tokenizer:
+        inputs["baseline_tokenizer"] = tokenizer
+    return inputs
+
+
 # ---------------------------------------------------------------- evaluation
 @dataclass(frozen=True, eq=False, repr=False)
 class EvalStep(Step):
@@ -188,14 +200,11 @@ class EvalStep(Step):
     # role -> whether that model computes in integers (None: its ops tell); not a key part of
     # the step (the models' content is), but of the output measurements (metrics/measure.py)
     integer: dict[str, bool | None] = field(default_factory=dict)
+    tolerant: bool = False             # a search trial's evaluation (see PassStep.tolerant)
 
     def inputs(self) -> dict[str, str]:
-        out = {"model": self.model, "tokenizer": self.tokenizer, "data": self.data_dir}
-        if self.baseline:
-            out["baseline"] = self.baseline
-        if self.baseline_tokenizer:
-            out["baseline_tokenizer"] = self.baseline_tokenizer
-        return out
+        return _with_baseline({"model": self.model, "tokenizer": self.tokenizer, "data": self.data_dir},
+                              self.baseline, self.baseline_tokenizer)
 
     def files(self) -> tuple[str, ...]:
         return tuple(self.custom_files.values())
@@ -285,3 +294,60 @@ class PublishStep(Step):
     def outputs(self) -> list[str]:
         return list(self.targets)
 
+
+
+# ---------------------------------------------------------------- search
+@dataclass(frozen=True)
+class TrialRef:
+    """One trial of a search, as the search step reads it."""
+
+    suffix: str                        # the trial's name after "@"
+    params: dict[str, Any]             # space key -> value
+    metrics: str                       # its metrics.json
+    model: str                         # its final model's folder
+    tokenizer: str                     # the tokenizer folder of its final model
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class SearchStep(Step):
+    """search:<recipe>: reads every trial's metrics, times the best ones again together, selects
+    one and places its model, metrics and package as the recipe's own (search/, build/search_run.py)."""
+
+    kind: ClassVar[str] = SEARCH
+    spec: Any = None                   # search.space.SearchSpec
+    trials: tuple[TrialRef, ...] = ()
+    planned: bool = True               # False: a tpe search whose later trials are chosen while it runs
+    assignments: tuple = ()            # random/tpe: the sampler's assignments the trials come from (for the plan)
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    model_task: str = "text-classification"
+    data: dict[str, Any] = field(default_factory=dict)
+    data_dir: str = ""
+    baseline: str | None = None        # the baseline's folder, timed with the finalists
+    baseline_tokenizer: str | None = None
+    host: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+    libraries: dict[str, str] = field(default_factory=dict)
+    recipe_file: str = ""
+    package: Any = None                # the PackageStep of the selected trial's model (model/tokenizer filled in when run)
+    plan: str = ""                     # random/tpe: the trials chosen last time (artifacts/<recipe>/search-plan.json)
+    out: str = ""                      # search.json
+    model_out: str = ""                # artifacts/<recipe>/model.onnx
+    metrics_out: str = ""              # artifacts/<recipe>/metrics.json
+
+    def inputs(self) -> dict[str, str]:
+        out = {}
+        for t in self.trials:
+            out[f"{t.suffix}.model"] = t.model
+            out[f"{t.suffix}.tokenizer"] = t.tokenizer
+        return _with_baseline(out, self.baseline, self.baseline_tokenizer)
+
+    def files(self) -> tuple[str, ...]:
+        return tuple(t.metrics for t in self.trials)
+
+    def outputs(self) -> list[str]:
+        return [self.out, self.model_out, self.metrics_out] + ([self.package.out] if self.package else [])
+
+    def settings(self) -> dict[str, Any]:
+        return {"search": self.spec.settings(), "trials": [t.suffix for t in self.trials],
+                "evaluate": self.evaluate, "host": self.host, "version": self.version,
+                "libraries": self.libraries, "package": self.package.settings() if self.package else None}

@@ -24,6 +24,7 @@ from modelmake.core.files import atomic_file, copy_writable, rmtree, sweep_lefto
 
 FOLDER_SIDECAR = ".mm-stat.json"
 REMOTE_MARKER = ".mm-remote.json"   # in a stub folder: where its files are
+FAILED_MARKER = ".mm-failed.json"   # in the folder of a search trial's failed step: why
 # a target without a sidecar (placed by hand, or before sidecars existed) is not trusted, but it
 # is not "damaged" either: runner replaces it without a warning
 NO_RECORD = "no record of what was placed there"
@@ -35,7 +36,7 @@ def _sidecar(path: Path) -> Path:
 
 def _files(path: Path) -> dict[str, Path]:
     if path.is_dir():
-        rels = [p.as_posix() for p in digest.list_files(path)] + [digest.MANIFEST, REMOTE_MARKER]
+        rels = [p.as_posix() for p in digest.list_files(path)] + [digest.MANIFEST, REMOTE_MARKER, FAILED_MARKER]
         return {rel: path / rel for rel in rels if (path / rel).exists()}
     return {path.name: path}
 
@@ -119,7 +120,7 @@ def place_stub(dest: Path, manifest: bytes, marker: dict) -> None:
     _swap_in(dest, fill)
 
 
-def _swap_in(dest: Path, fill, known: dict[str, tuple[int, str]] | None = None) -> None:
+def _swap_in(dest: Path, fill, known: dict[str, tuple[int, str]] | None = None, recorded: bool = True) -> None:
     """Make a folder with `fill(temp path)` next to dest, then swap it in by renames."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     sweep_leftovers(dest)
@@ -135,7 +136,40 @@ def _swap_in(dest: Path, fill, known: dict[str, tuple[int, str]] | None = None) 
         for leftover in (tmp, old):
             if leftover.exists():
                 rmtree(leftover)
-    record(dest, known)
+    if recorded:
+        record(dest, known)
+
+
+def place_failure(dest: Path, failure: dict) -> None:
+    """A search trial's step that failed (or whose input did): its target says so instead of
+    holding a result, so the steps after it skip and the search records the trial as failed.
+    Nothing of a failure is kept: without a sidecar the target is never intact, and the step
+    runs again in the next build."""
+    body = digest.canonical({"failed": failure})
+    if Path(dest).suffix:   # a file target (metrics.json)
+        remove(dest)
+        atomic_file(dest, lambda tmp: tmp.write_bytes(body))
+        return
+
+    def fill(tmp: Path) -> None:
+        tmp.mkdir()
+        (tmp / digest.MANIFEST).write_bytes(body)   # downstream tasks depend on the manifest
+        (tmp / FAILED_MARKER).write_bytes(body)
+    _swap_in(dest, fill, recorded=False)
+
+
+def failure_of(path: Path) -> dict | None:
+    """What failed, when `path` holds a trial step's failure (place_failure), else None."""
+    path = Path(path)
+    where = path / FAILED_MARKER if not path.suffix else path
+    try:
+        if where.stat().st_size > 1 << 16:   # a real metrics.json, not a failure
+            return None
+        data = json.loads(where.read_bytes())
+    except (OSError, ValueError):
+        return None
+    failed = data.get("failed") if isinstance(data, dict) else None
+    return failed if isinstance(failed, dict) and isinstance(failed.get("task"), str) else None
 
 
 def place_file(src: Path, dest: Path) -> None:

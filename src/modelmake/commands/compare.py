@@ -124,16 +124,22 @@ def load_comparison(root: Path, names: list[str] | None = None) -> Comparison:
 
     project, steps = load_steps(root)
     recipes = _recipes(project)
-    selected = _select(names, sorted(recipes))
+    # a search's trials may be named too (`<recipe>@<trial>`): they are columns like recipes
+    trials = {s.task.removeprefix("eval:") for s in steps
+              if s.task.startswith("eval:") and "@" in s.task}
+    selected = _select(names, sorted(recipes), trials)
     with contextlib.redirect_stdout(sys.stderr):  # what the remote says is not the answer
         resolved = resolve(project, steps, reading_store(project))
     out: list[RecipeMetrics] = []
     notes: list[str] = []
     for name in selected:
-        r = recipes[name]
+        recipe, _, trial = name.partition("@")
+        r = recipes[recipe]
         rm = RecipeMetrics(name, None, baseline_of(r.evaluate), bool(r.evaluate))
-        path = project.artifacts / name / "metrics.json"
-        if not r.evaluate:
+        path = project.artifacts / recipe / (f"trials/{trial}/metrics.json" if trial else "metrics.json")
+        if trial and _failed(path):
+            notes.append(f"{name}: the trial failed ({_failed(path)}); see artifacts/{recipe}/search.json")
+        elif not r.evaluate:
             if names:
                 notes.append(f"{name}: no metrics: {_shown(project, r)} has no [evaluate] table")
         elif path.is_file():
@@ -192,9 +198,18 @@ def _shown(project, r) -> str:
         return str(r.file)
 
 
-def _select(names: list[str] | None, known: list[str]) -> list[str]:
+def _failed(path: Path) -> str | None:
+    from modelmake.build import targets
+
+    failure = targets.failure_of(path) if path.is_file() else None
+    return f"{failure['task']}: {failure['error']}" if failure else None
+
+
+def _select(names: list[str] | None, known: list[str], trials: set[str] = frozenset()) -> list[str]:
     for n in names or []:
-        if n not in known:
+        if n not in known and n not in trials:
+            if "@" in n and n.partition("@")[0] in known:
+                raise RecipeError("recipes/", "", f"no trial {n!r} (`doit list --all` shows the eval:<recipe>@<trial> tasks)")
             raise RecipeError("recipes/", "", f"no recipe {n!r} (recipes: {', '.join(known) or 'none'})")
     return list(dict.fromkeys(names)) if names else known
 

@@ -190,6 +190,23 @@ def evaluate_schema() -> dict:
     return ev
 
 
+def search_schema() -> dict:
+    """[search]: the sampler and selection keys, and [search.space] of "<step>.<key>" keys."""
+    from modelmake.search import space
+
+    value_list = {"type": "array", "minItems": 1, "description": "the values to try"}
+    value_range = {"type": "object", "description": "a range of numbers (random and tpe only)",
+                   "properties": {"low": {"type": "number"}, "high": {"type": "number"}, "log": {"type": "boolean"},
+                                  "step": {"type": "number"}},
+                   "required": ["low", "high"], "additionalProperties": False}
+    keys = {"type": "object", "description": 'what may vary: "<step>.<key>" (or "<step>.type" for alternative '
+                                             "pass types) -> a list of values, or a range",
+            "patternProperties": {r"^[a-z0-9][a-z0-9_-]*\.[A-Za-z_][A-Za-z0-9_]*$": {"oneOf": [value_list, value_range]}},
+            "additionalProperties": False, "minProperties": 1}
+    return table(space.SEARCH.values(), "try variants of the steps and select the best trial (docs/search.md)",
+                 space=keys) | {"required": ["space"]}
+
+
 def recipe_schema() -> dict:
     types = sorted(passes.REGISTRY)
     step = {"type": "object", "description": "one optimization step: a name and a pass type, then that type's keys",
@@ -211,6 +228,7 @@ def recipe_schema() -> dict:
             "pass": {"type": "array", "description": "the ordered optimization steps ([[pass]])", "items": step},
             "evaluate": evaluate_schema(),
             "package": table(recipe.PACKAGE.values(), "a deployable zip of the final model"),
+            "search": search_schema(),
         },
         "required": ["model"],
         "additionalProperties": False,

@@ -29,7 +29,7 @@ from modelmake.core import digest
 from modelmake.build import hosts, records, targets
 from modelmake.build.compile import load_steps
 from modelmake.build.resolve import Resolution, producers, reading_store, resolve
-from modelmake.build.steps import EvalStep, PackageStep, PublishStep, SourceStep, Step
+from modelmake.build.steps import EvalStep, PackageStep, PublishStep, SearchStep, SourceStep, Step
 from modelmake.metrics.catalogue import PORTABLE
 
 UP_TO_DATE, RESTORABLE, STALE, NEVER = "up to date", "restorable", "stale", "never built"
@@ -133,6 +133,7 @@ class Explainer:
             return self.verdicts[name]
         spec = self.specs[name]
         v = (self._judge_optimize(spec) if isinstance(spec, PublishStep)
+             else self._judge_search(spec) if isinstance(spec, SearchStep)
              else self._judge_step(spec, self.resolved[name]))
         self.verdicts[name] = v
         return v
@@ -290,10 +291,47 @@ class Explainer:
         key = f"key {res.keys[0][:12]}, " if len(res.keys) == 1 else ""
         return f"{key}{how}{took} on {record.get('finished', '?')}; targets intact"
 
+    def _judge_search(self, spec: SearchStep) -> Verdict:
+        """A search is up to date when every trial's evaluation is, its settings are those of its
+        last run and its targets (search.json, the selected model, metrics, package) are intact."""
+        v = Verdict(spec.task, spec.recipe, STALE)
+        trials = {t.suffix: self.judge(f"eval:{spec.recipe}@{t.suffix}") for t in spec.trials}
+        never = [s for s, tv in trials.items() if tv.state == NEVER]
+        if never:
+            v.state = NEVER
+            v.reasons = [f"{len(never)} of {len(trials)} trials not evaluated yet (first: {never[0]})"]
+            return v
+        record = records.read(spec, self.root)
+        changes = setting_changes(record["settings"], spec.settings()) \
+            if record is not None and isinstance(record.get("settings"), dict) else []
+        pending = [f"trial {s} is {tv.state}" for s, tv in trials.items() if tv.state != UP_TO_DATE]
+        problems = self._target_problems(spec)
+        if record is None:
+            v.reasons = ["never run here: a build judges the trials and selects one"]
+        elif not changes and not pending and not problems:
+            v.state = UP_TO_DATE
+            try:
+                chosen = json.loads((self.root / spec.out).read_bytes()).get("selected")
+            except (OSError, ValueError):
+                chosen = None
+            v.reasons = [f"selected trial {chosen} of {len(trials)}" if chosen else f"judged {len(trials)} trials"]
+            if not spec.planned:
+                v.reasons.append("a tpe search: it asks Optuna again for its later trials when it runs")
+            return v
+        else:
+            v.reasons = changes + pending[:5] + problems
+        v.state = RESTORABLE if not changes and all(tv.state in (UP_TO_DATE, RESTORABLE) for tv in trials.values()) \
+            and record is not None else STALE
+        return v
+
     def _judge_optimize(self, spec: PublishStep) -> Verdict:
         """The final model published at artifacts/<recipe>/model.onnx: a copy of the last step's."""
         name = spec.task
         v = Verdict(name, spec.recipe, STALE)
+        if not spec.targets and spec.needs:   # a search: its model is the selected trial's
+            up = self.judge(spec.needs[0])
+            v.state, v.reasons = up.state, [f"follows {spec.needs[0]}"]
+            return v
         maker = self.producer.get(os.path.normpath(spec.model))
         up = self.judge(maker) if maker else None
         problems = self._target_problems(spec)

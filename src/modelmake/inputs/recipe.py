@@ -62,6 +62,8 @@ class Recipe:
     package: dict[str, Any] | None
     model_format: str = base.HF            # format of the source model (not used when model.kind == "recipe")
     model_tokenizer: Source | None = None  # model.tokenizer: tokenizer files kept apart from the model
+    # the [search] table as written: search/space.py reads it against the steps (build/compile.py)
+    search: dict[str, Any] | None = None
 
 
 # ---------------------------------------------------------------- declared keys
@@ -458,9 +460,11 @@ def parse_recipe_text(text: str, name: str, root: Path, shown: str, file: Path |
     evaluate = _evaluate(et, datasets, steps, task) if et is not None else None
     pt = top.table("package")
     package = _package(pt) if pt is not None else None
-    top.done(["description", "model", "data", "pass", "evaluate", "package"])
+    st = top.table("search")
+    top.done(["description", "model", "data", "pass", "evaluate", "package", "search"])
     recipe = Recipe(name, file, description, model, task, datasets, steps, evaluate, package,
-                    model_format=model_format, model_tokenizer=model_tokenizer)
+                    model_format=model_format, model_tokenizer=model_tokenizer,
+                    search=st.value if st is not None else None)
     _check_formats(recipe, shown)
     _check_text_kinds(recipe, shown)
     return recipe
