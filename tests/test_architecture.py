@@ -24,8 +24,10 @@ ALLOWED = {
     "inputs": {"core", "runtime", "passes", "metrics"},
     "package": {"core", "runtime", "metrics"},
     "search": {"core", "runtime", "passes", "metrics", "inputs"},
-    "build": {"core", "store", "runtime", "passes", "metrics", "inputs", "package", "search"},
-    "commands": {"core", "store", "runtime", "passes", "metrics", "inputs", "package", "search", "build"},
+    "execute": {"core"},
+    "build": {"core", "store", "runtime", "passes", "metrics", "inputs", "package", "search", "execute"},
+    "commands": {"core", "store", "runtime", "passes", "metrics", "inputs", "package", "search", "execute",
+                 "build"},
 }
 
 

@@ -159,6 +159,14 @@ def test_a_rerun_runs_nothing_and_status_knows_the_trials(built):
     assert "up to date   search:tinys" in out.stdout
     why = modelmake(project, "why", "search:tinys")
     assert why.returncode == 0 and "selected trial" in why.stdout, why.stdout + why.stderr
+    trial = "tinys@per_channel:false,reduce_range:false"
+    why = modelmake(project, "why", f"eval:{trial}")
+    assert why.returncode == 0 and f"eval:{trial}: up to date" in why.stdout, why.stdout + why.stderr
+    # a trial is a column of `compare`, next to the recipe (whose metrics are the selected trial's)
+    compare = modelmake(project, "compare", "--format", "json", trial, "tinys")
+    assert compare.returncode == 0, compare.stderr
+    columns = json.loads(compare.stdout)["recipes"]
+    assert set(columns) == {trial, "tinys"} and columns[trial]["metrics"]["accuracy"] > 0
 
 
 def test_adding_a_value_builds_exactly_the_new_trials(built, tmp_path):
@@ -327,6 +335,12 @@ def test_selection_rules():
     assert [t.suffix for t in fin] == ["fast", "mid"]
     fin[1].retimed = {"latency_ms.p50": 3.0}
     assert pick("fastest-meeting-goals", "latency_ms.p50") == "mid"
+    # once timed together, only the finalists compete: another trial's own figure (from another
+    # moment) does not beat their joint timing
+    fin[0].retimed, fin[1].retimed = {"latency_ms.p50": 5.0}, {"latency_ms.p50": 5.5}
+    trials.append(_outcome("lucky", 4.5, 0.83))
+    together = select.select(trials, "fastest-meeting-goals", "latency_ms.p50", objective, _higher, "fail", fin)
+    assert together.selected.suffix == "fast"
 
     misses = [_outcome("a", 3.0, 0.70, passed=False), _outcome("b", 2.0, 0.75, passed=False)]
     with pytest.raises(select.NoTrialSelected, match=r"^no trial meets the goals; closest: b \(0 of 1 met; goal accuracy"):
@@ -349,3 +363,16 @@ def test_the_shipped_search_recipe_compiles_to_eight_trials():
     assert len(trials) == 8, trials
     finetunes = [s.task for s in steps if s.task.startswith("pass:bert-int8-search") and s.task.endswith("/finetune")]
     assert finetunes == ["pass:bert-int8-search/finetune"]
+
+
+def test_an_alternative_pass_type_keeps_what_the_recipe_set(scratch):
+    # the recipe sets per_channel = false (not dynamic-int8's default); static-int8 has the key too
+    text = search_recipe('[search.space]\n"quantize.type" = ["dynamic-int8", "static-int8"]\n"quantize.data" = ["reviews"]\n')
+    (scratch / "recipes" / "tinys.toml").write_text(text.replace("per_channel = true", "per_channel = false"))
+    steps = steps_of(scratch)
+    static = next(s for t, s in steps.items() if t.startswith("pass:tinys@quantize:static-int8"))
+    from modelmake import passes
+
+    defaults = {f.name: f.default for f in passes.get("static-int8").fields}
+    assert static.config["per_channel"] is False
+    assert static.config["activation_type"] == defaults["activation_type"]

@@ -118,7 +118,7 @@ def recipe_steps(project: Project, lay: Layout) -> list[Step]:
     source = source_step(project, lay, common)
     if source is not None:
         steps.append(source)
-    steps += pass_steps(lay, common)
+    steps += pass_steps(lay, common, project.executor)
     if r.evaluate:
         steps.append(eval_step(project, lay, common))
     if r.package:
@@ -154,7 +154,8 @@ def source_step(project: Project, lay: Layout, common: dict) -> SourceStep | Non
                       watched=tuple(sorted(set(map(str, watched)))))
 
 
-def pass_steps(lay: Layout, common: dict) -> list[PassStep]:
+def pass_steps(lay: Layout, common: dict, executor=None) -> list[PassStep]:
+    """`executor`: the Dask cluster that computes them (execute/config.py), if any."""
     r = lay.recipe
     out: list[PassStep] = []
     prev = lay.model_in
@@ -169,7 +170,9 @@ def pass_steps(lay: Layout, common: dict) -> list[PassStep]:
             # timing-driven choices are never reused on another kind of host
             host=host_fingerprint() if p.host_dependent else None,
             # e.g. export: a classifier's logits or an encoder's embeddings
-            model_task=r.task if p.task_dependent else None))
+            model_task=r.task if p.task_dependent else None,
+            # a timing-driven pass measures the host it runs on: it stays here
+            executor=executor if not p.host_dependent else None))
         prev = folder
     return out
 

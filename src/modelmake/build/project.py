@@ -7,6 +7,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from modelmake.execute.config import ExecutorConfig, ExecutorConfigError
+from modelmake.execute.config import configured as configured_executor
 from modelmake.inputs.recipe import RecipeError
 from modelmake.store.remote import RemoteConfig, RemoteConfigError
 from modelmake.store.remote import configured as configured_remote
@@ -18,6 +20,7 @@ class Project:
     artifacts: Path
     store: Path
     remote: RemoteConfig | None = None  # the shared remote store, if one is configured
+    executor: ExecutorConfig | None = None  # a Dask cluster that computes pass steps, if one is configured
 
     @property
     def recipes_dir(self) -> Path:
@@ -37,8 +40,30 @@ def find_project(root: Path) -> Project:
     root = Path(root).resolve()
     artifacts = root / "artifacts"
     store = os.environ.get("MODELMAKE_STORE") or _configured_store(root / "pyproject.toml")
-    return Project(root, artifacts, (root / store) if store else artifacts / ".store",
-                   _configured_remote(root / "pyproject.toml"))
+    remote = _configured_remote(root / "pyproject.toml")
+    return Project(root, artifacts, (root / store) if store else artifacts / ".store", remote,
+                   _configured_executor(root / "pyproject.toml", remote))
+
+
+def _configured_executor(pyproject: Path, remote: RemoteConfig | None) -> ExecutorConfig | None:
+    """$MODELMAKE_EXECUTOR or [tool.modelmake].executor; workers read inputs and write results
+    through the shared remote store, so an executor without one is refused before anything runs."""
+    from modelmake import passes
+
+    try:
+        executor = configured_executor(os.environ, _tool_section(pyproject))
+    except ExecutorConfigError as e:
+        raise RecipeError(e.where, e.key, e.message) from None
+    if executor is None:
+        return None
+    if remote is None:
+        raise RecipeError("MODELMAKE_EXECUTOR", "", "Dask workers read a step's inputs and write its result through "
+                          "a shared remote store; set MODELMAKE_REMOTE (or [tool.modelmake] remote) too")
+    for pass_type in executor.placement:
+        if passes.get(pass_type) is None:
+            raise RecipeError("pyproject.toml", f"tool.modelmake.placement.{pass_type}",
+                              f"unknown pass type (known: {', '.join(sorted(passes.REGISTRY))})")
+    return executor
 
 
 def _configured_remote(pyproject: Path) -> RemoteConfig | None:

@@ -15,6 +15,7 @@ and always downloaded whole; `optimize:<recipe>` fetches the final model it publ
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -96,8 +97,9 @@ def _record(step: Step, store: Store, result: dict, seconds: float) -> None:
     `modelmake why` compares its settings and inputs, reports show its times."""
     key = result.get("key")
     meta = store.meta(key) if key else None
+    where = {k: result[k] for k in ("worker", "worker_host") if k in result}   # computed on a cluster
     records.write(step, {
-        "key": key, "keys": sorted(set(store.used)), "built": result.get("built", False),
+        **where, "key": key, "keys": sorted(set(store.used)), "built": result.get("built", False),
         "seconds": round(seconds, 3), "build_seconds": (meta or {}).get("build_seconds"),
         "settings": step.settings(),
         "inputs": {role: folder_content(folder) for role, folder in step.inputs().items()},
@@ -188,10 +190,27 @@ def _run_source(step: SourceStep, store: Store) -> dict:
 
 # ---------------------------------------------------------------- passes
 def _run_pass(step: PassStep, store: Store) -> dict:
+    key = step.key(folder_content)
+    where: dict = {}
+    build = _pass_build(step, store)
+    if step.executor is not None:   # computed on a Dask cluster when neither store holds it
+        from modelmake.build import cluster_build
+
+        build = cluster_build.cluster_build(step, store, key, where, local=build)
+    obj, built = _get_or_build(store, key, build, step.task, lazy=True)
+    _place(obj, Path(step.out), step.task, store)
+    return {"key": key, "built": built, **where}
+
+
+def run_pass_here(step: PassStep, store: Store) -> dict:
+    """A pass step computed in this process when neither store holds it (a Dask worker's way in)."""
+    return _run_pass(dataclasses.replace(step, executor=None), store)
+
+
+def _pass_build(step: PassStep, store: Store) -> Callable[[Path], None]:
     from modelmake.inputs.data import load_dataset_folder
     from modelmake.passes.base import StepContext
 
-    key = step.key(folder_content)
     p = passes.get(step.type)
 
     def build(out: Path) -> None:
@@ -205,10 +224,7 @@ def _run_pass(step: PassStep, store: Store) -> dict:
         if step.model_task is not None:  # task_dependent passes only: the task is in their key
             ctx.task = step.model_task
         p.run_function()(ctx)
-
-    obj, built = _get_or_build(store, key, build, step.task, lazy=True)
-    _place(obj, Path(step.out), step.task, store)
-    return {"key": key, "built": built}
+    return build
 
 
 # ---------------------------------------------------------------- evaluation

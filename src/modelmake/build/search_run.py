@@ -65,7 +65,7 @@ def run_search(step: SearchStep, store: Store, run_step: Callable[[Step], Any], 
             o.retimed = timings[o.suffix]
     try:
         chosen = select.select(outcomes, spec.select, spec.select_metric, spec.objective, higher,
-                               step.evaluate["on_goal_failure"])
+                               step.evaluate["on_goal_failure"], finalists if len(finalists) > 1 else None)
     except select.NoTrialSelected:
         _write_json(Path(step.out), _summary(step, outcomes, finalists, None))
         for out in step.outputs()[1:]:   # an earlier winner would pass for this search's

@@ -137,6 +137,8 @@ class PassStep(Step):
     # a search trial's own step: a failure marks the trial failed instead of stopping the build
     # (build/failures.py); not part of the key
     tolerant: bool = False
+    # a Dask cluster that computes it when neither store holds its result (execute/); not part of the key
+    executor: Any = None
 
     def inputs(self) -> dict[str, str]:
         out = {"input": self.input}

@@ -77,7 +77,7 @@ def search_steps(project: Project, lay: Layout, common: dict, extra: list[dict[s
         trial_recipe = dataclasses.replace(r, name=tname, steps=list(t.steps), evaluate=_tolerant(r.evaluate))
         tlay = trial_chain(lay, trial_recipe, tbase, outputs)
         tcommon = {**common, "base": str(tbase)}
-        for i, ps in enumerate(compiling.pass_steps(tlay, tcommon)):
+        for i, ps in enumerate(compiling.pass_steps(tlay, tcommon, project.executor)):
             if i not in new:
                 continue
             owner = owners[_signature(t.steps[:i + 1])][0]

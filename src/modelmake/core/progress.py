@@ -7,15 +7,33 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from typing import Callable, ContextManager, Iterator, Protocol
+
+_thread = threading.local()   # .sink: where this thread's lines also go (a Dask worker's step)
 
 
 def say(line: str) -> None:
     """One whole line in one write, so parallel workers (doit -n) never interleave mid-line."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
+    sink = getattr(_thread, "sink", None)
+    if sink is not None:
+        sink(line)
+
+
+@contextmanager
+def forwarded(sink: Callable[[str], None]) -> Iterator[None]:
+    """Every line said in this thread meanwhile also goes to `sink` (a worker's step sends its
+    progress lines to the client this way)."""
+    before = getattr(_thread, "sink", None)
+    _thread.sink = sink
+    try:
+        yield
+    finally:
+        _thread.sink = before
 
 
 def interactive(stream) -> bool:

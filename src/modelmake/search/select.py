@@ -5,7 +5,9 @@ A trial is `failed` (a pass or its evaluation failed: the one-line reason), or i
 a goals verdict. Only trials meeting every goal are eligible. `fastest-meeting-goals` and
 `best:<metric>` take the eligible trial best on that metric; `pareto` takes the front's balanced
 point: each objective scaled to 0 (the front's best) .. 1 (its worst), the point nearest the
-ideal corner (Euclidean distance; ties by trial order). When no trial is eligible the search
+ideal corner (Euclidean distance; ties by trial order). When finalists were timed again together,
+only they compete (figures taken at different moments of a shared machine do not compare).
+When no trial is eligible the search
 fails naming the closest trial (most goals met, then best on the selection metric), unless the
 recipe says on_goal_failure = "warn": then that closest trial is selected, with a warning.
 """
@@ -124,7 +126,9 @@ class Selection:
 
 
 def select(trials: list[Outcome], select_rule: str, select_metric: str | None, objective: tuple[str, ...],
-           higher: Direction, on_goal_failure: str) -> Selection:
+           higher: Direction, on_goal_failure: str, timed_together: list[Outcome] | None = None) -> Selection:
+    """`timed_together`: the finalists, when they were timed again in one run. Then only they
+    compete: their figures and another trial's, taken at another moment, are not comparable."""
     done = [t for t in trials if not t.failed]
     if not done:
         first = trials[0] if trials else None
@@ -142,8 +146,10 @@ def select(trials: list[Outcome], select_rule: str, select_metric: str | None, o
             raise NoTrialSelected(line)
         warning = line + "; selected it anyway (on_goal_failure = \"warn\")"
         return Selection(closest, "closest to the goals", front, warning)
+    pool = [t for t in eligible if t in timed_together] if timed_together else eligible
     if select_metric is None:
-        return Selection(knee(front, objective, higher), "the Pareto front's balanced point", front)
-    best = sorted(eligible, key=_order(select_metric, higher))[0]
+        pool_front = pareto_front(pool, objective, higher)
+        return Selection(knee(pool_front, objective, higher), "the Pareto front's balanced point", front)
+    best = sorted(pool, key=_order(select_metric, higher))[0]
     how = "fastest" if select_rule == "fastest-meeting-goals" else f"best {select_metric}"
     return Selection(best, f"{how} of the trials meeting the goals", front)

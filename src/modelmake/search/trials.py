@@ -53,9 +53,8 @@ def derive(r: Recipe, spec: SearchSpec, shown: str, assignment: dict[str, Any]) 
             params[f"{s.name}.type"] = type_name
         p = registry.get(type_name)
         declared = {f.name for f in p.fields}
-        # the recipe's own keys where the (alternative) pass declares them, defaults elsewhere
-        full = {f.name: s.config.get(f.name, f.default) if (type_name == s.type or f.name in s.config) else f.default
-                for f in p.fields}
+        full = {f.name: s.config.get(f.name, f.default) for f in p.fields} if type_name == s.type \
+            else _carried(s, p)
         applied = {k: v for k, v in mine.items() if k in declared}
         full.update(applied)
         config = {f.name: list(full[f.name]) if isinstance(full[f.name], list) else full[f.name]
@@ -77,6 +76,14 @@ def derive(r: Recipe, spec: SearchSpec, shown: str, assignment: dict[str, Any]) 
                 raise
             raise RecipeError(shown, shown_key(key), f"with {key} = {toml_value(ordered[key])}: {e.message}") from None
     return Trial(suffix_of(spec, ordered), ordered, tuple(steps))
+
+
+def _carried(s: Step, p) -> dict[str, Any]:
+    """An alternative pass type's config at step s: the keys the recipe set there (to other than
+    their default) where this type has them too, this type's defaults for the rest."""
+    own = {f.name: f.default for f in registry.get(s.type).fields}
+    return {f.name: s.config[f.name] if f.name in s.config and s.config[f.name] != own.get(f.name) else f.default
+            for f in p.fields}
 
 
 def suffix_of(spec: SearchSpec, params: dict[str, Any]) -> str:
