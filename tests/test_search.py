@@ -4,6 +4,7 @@ seeded samplers, and re-runs that compute nothing (or only what is new)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -376,3 +377,20 @@ def test_an_alternative_pass_type_keeps_what_the_recipe_set(scratch):
     defaults = {f.name: f.default for f in passes.get("static-int8").fields}
     assert static.config["per_channel"] is False
     assert static.config["activation_type"] == defaults["activation_type"]
+
+
+def test_a_clone_with_the_remote_store_restores_the_whole_search(built, tmp_path):
+    """`modelmake push` carries the finalists' joint timing and the package too: CI computes nothing."""
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    env = {"MODELMAKE_REMOTE": f"file://{remote}"}
+    push = subprocess.run([sys.executable, "-m", "modelmake.commands.cli", "push"], cwd=built[0],
+                          capture_output=True, text=True, env={**os.environ, **env})
+    assert push.returncode == 0, push.stdout + push.stderr
+    assert "search:tinys (" in push.stdout and "package:tinys (" in push.stdout, push.stdout
+    clone = make_project(tmp_path / "clone", {"tinys": search_recipe(GRID)})
+    run = doit(clone, "optimize:tinys", env=env)
+    assert run.rc == 0, run
+    assert not run.built, run.built
+    assert "search:tinys finalists: restored from store" in run.out
+    assert (clone / "artifacts/tinys/package.zip").read_bytes() == (built[0] / "artifacts/tinys/package.zip").read_bytes()

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from modelmake.build import records
+from modelmake.build.steps import SearchStep
 from modelmake.build.compile import load_steps
 from modelmake.build.resolve import Resolution, resolve
 from modelmake.commands.store import live_keys
@@ -123,6 +124,14 @@ def _labelled_keys(s: _Session, with_records: bool) -> list[tuple[str, str]]:
         for key in (record or {}).get("keys") or []:
             if isinstance(key, str):
                 out.setdefault(key, f"{task} ({key[:12]})")
+    if with_records:   # a search's finalist timing and its selected trial's package
+        chosen = {s.specs[t].recipe for t in s.tasks}
+        for spec in s.specs.values():
+            if isinstance(spec, SearchStep) and spec.recipe in chosen:
+                for step in (spec, spec.package) if spec.package else (spec,):
+                    for key in (records.read(step, s.project.root) or {}).get("keys") or []:
+                        if isinstance(key, str):
+                            out.setdefault(key, f"{step.task} ({key[:12]})")
     return list(out.items())
 
 
