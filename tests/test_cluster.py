@@ -83,7 +83,7 @@ class Cluster:
                 p.terminate()
         for p in self.procs:
             try:
-                p.wait(timeout=20)
+                p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
@@ -91,8 +91,10 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    # w1 stands for a GPU box: placement sends the steps that ask for a GPU there
-    c = Cluster(tmp_path_factory.mktemp("cluster"), worker_args=[[], ["--resources", "GPU=1"]]).start()
+    # w1 stands for a GPU box, w0 for the deployment host: placement sends the steps that ask for
+    # a GPU to w1, and evaluations, with placement `eval`, to w0
+    c = Cluster(tmp_path_factory.mktemp("cluster"),
+                worker_args=[["--resources", "bench=1"], ["--resources", "GPU=1"]]).start()
     yield c
     c.stop()
 
@@ -188,12 +190,13 @@ def test_a_scheduler_that_is_down_is_one_line_or_a_local_build(tmp_path):
     project = make_project(tmp_path / "p")
     (tmp_path / "remote").mkdir()
     down = f"tcp://127.0.0.1:{free_port()}"
-    run = doit(project, "optimize:tiny", env=cluster_env(down, tmp_path / "remote"))
+    run = doit(project, "optimize:tiny", env=cluster_env(down, tmp_path / "remote", MODELMAKE_EXECUTOR_TIMEOUT="2"))
     assert run.rc != 0
     line = next(x for x in run.out.splitlines() if x.startswith("error: pass:tiny/finetune failed"))
     assert f"Dask scheduler {down} is unreachable" in line, line
     assert not (project / "artifacts/tiny/steps/finetune").exists()
-    run = doit(project, "optimize:tiny", env=cluster_env(down, tmp_path / "remote", MODELMAKE_EXECUTOR_FALLBACK="local"))
+    run = doit(project, "optimize:tiny", env=cluster_env(down, tmp_path / "remote", MODELMAKE_EXECUTOR_FALLBACK="local",
+                                                         MODELMAKE_EXECUTOR_TIMEOUT="2"))
     assert run.rc == 0, run
     assert f"warning: pass:tiny/finetune: Dask scheduler {down} is unreachable" in run.out
 
@@ -281,3 +284,27 @@ def test_placement_names_a_known_pass_type(tmp_path):
     assert run.rc == 2
     assert run.err.strip().splitlines()[-1].startswith(
         "error: pyproject.toml: tool.modelmake.placement.finetuen: unknown pass type"), run.err
+
+
+def test_evaluations_run_on_the_workers_placement_names(cluster, tmp_path):
+    project = make_project(tmp_path / "p", {"tiny": recipe_text().replace("learning_rate = 1e-3", "learning_rate = 3e-3")})
+    (project / "pyproject.toml").write_text("[tool.modelmake.placement]\neval = { resources = { bench = 1 } }\n")
+    (tmp_path / "remote").mkdir()
+    env = cluster_env(cluster, tmp_path / "remote")
+    run = doit(project, "optimize:tiny", env=env)
+    assert run.rc == 0, run
+    assert "eval:tiny" in computed_on_cluster(run), run.out
+    from distributed import Client
+    with Client(cluster.address, timeout=10) as client:
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+    record = json.loads((project / "artifacts/tiny/records/eval-tiny.json").read_text())
+    assert names[record["worker"]] == "w0"
+    metrics = json.loads((project / "artifacts/tiny/metrics.json").read_text())
+    assert metrics["latency_ms.p50"] > 0 and "accuracy" in metrics
+    # the evaluation workers' host is remembered: status computes the keys the build used
+    assert (project / "artifacts/.cluster-hosts.json").is_file()
+    status = subprocess.run([sys.executable, "-m", "modelmake.commands.cli", "status"], cwd=project,
+                            capture_output=True, text=True, env={**os.environ, **env})
+    assert status.returncode == 0 and "8 up to date" in status.stdout, status.stdout + status.stderr
+    again = doit(project, "optimize:tiny", env=env)
+    assert again.rc == 0 and not again.executed, again

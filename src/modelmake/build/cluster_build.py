@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from modelmake.build import records, targets
-from modelmake.build.steps import DatasetUse, PassStep, SourceStep
+from modelmake.build.steps import DatasetUse, EvalStep, PassStep, SourceStep
 from modelmake.core import digest
 from modelmake.core import progress
 from modelmake.core.progress import say
@@ -39,7 +39,7 @@ def modelmake_version() -> str:
 
 
 # ---------------------------------------------------------------- client
-def cluster_build(step: PassStep, store: Store, key: str, where: dict, local: Callable[[Path], None]
+def cluster_build(step: PassStep | EvalStep, store: Store, key: str, where: dict, local: Callable[[Path], None]
                   ) -> Callable[[Path], None]:
     """The build function that computes `step` on the cluster and fills the scratch folder with
     its result; `where` receives the worker's address and host. `local`: the build here, for
@@ -54,7 +54,7 @@ def cluster_build(step: PassStep, store: Store, key: str, where: dict, local: Ca
                 say(f"warning: {step.task}: {e}; building here (executor_fallback = \"local\")")
                 return local(scratch)
         inputs = {folder: _shared(store, folder, step.task) for folder in step.inputs().values()}
-        resources = step.executor.resources(step.type)
+        resources = resources_of(step)
         say(f"  {step.task}: computing on the Dask cluster {step.executor.address}"
             + (f" (resources {resources})" if resources else ""))
         versions = {"modelmake": modelmake_version(), **step.libraries}
@@ -72,6 +72,69 @@ def cluster_build(step: PassStep, store: Store, key: str, where: dict, local: Ca
         where.update(worker=result["worker"], worker_host=result["host"])
         say(f"  {step.task}: computed on {result['worker']}")
     return build
+
+
+def resources_of(step: PassStep | EvalStep) -> dict[str, float] | None:
+    """The worker resources a step needs: its pass type's placement, or the evaluations'."""
+    return step.executor.resources("eval" if isinstance(step, EvalStep) else step.type)
+
+
+def bench_host(step: EvalStep, cache: Path) -> dict:
+    """The host fingerprint of the workers that evaluate (placement `eval`), which an evaluation's
+    key names instead of this host's; remembered in `cache` so that `modelmake status` computes
+    the same keys without asking the cluster."""
+    import json
+
+    from modelmake.core.files import atomic_file
+    from modelmake.core.hostinfo import host_fingerprint
+    from modelmake.execute import cluster
+
+    resources = resources_of(step)
+    c = cluster.client(step.executor.address)
+    workers = [a for a, w in c.scheduler_info()["workers"].items()
+               if all(w.get("resources", {}).get(r, 0) >= n for r, n in resources.items())]
+    if not workers:
+        raise cluster.ClusterFailed(f"no worker of the Dask cluster has the resources {resources} that evaluations ask for")
+    found = c.run(host_fingerprint, workers=workers)
+    kinds = sorted({json.dumps(fp, sort_keys=True) for fp in found.values()})
+    if len(kinds) > 1:
+        say(f"warning: {step.task}: the workers with {resources} are {len(kinds)} kinds of host; "
+            "evaluations are keyed by (and sent to) the first kind")
+    fp = json.loads(kinds[0])
+    known = _read_json(cache)
+    known[bench_id(step.executor)] = fp
+    atomic_file(cache, lambda tmp: tmp.write_text(json.dumps(known, indent=1, sort_keys=True) + "\n"))
+    return fp
+
+
+BENCH_CACHE = ".cluster-hosts.json"   # in artifacts/: the evaluation workers' host, as last found
+
+
+def bench_cache(step: EvalStep) -> Path:
+    """artifacts/.cluster-hosts.json (a step's base is artifacts/<recipe>[/trials/<trial>])."""
+    base = Path(step.base)
+    while base.parent.name and base.name != "artifacts":
+        base = base.parent
+    return base / BENCH_CACHE
+
+
+def bench_id(executor) -> str:
+    return f"{executor.address} {sorted(executor.resources('eval').items())}"
+
+
+def cached_bench_host(executor, cache: Path) -> dict | None:
+    """The bench host an earlier build found for this executor (see bench_host), or None."""
+    return _read_json(cache).get(bench_id(executor))
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        data = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _show_progress(event) -> None:
@@ -107,7 +170,7 @@ def _origin(folder: str, manifest: bytes) -> str | None:
 
 
 # ---------------------------------------------------------------- worker
-def on_worker(step: PassStep, inputs: dict[str, tuple[str, bytes]], versions: dict[str, str],
+def on_worker(step: PassStep | EvalStep, inputs: dict[str, tuple[str, bytes]], versions: dict[str, str],
               plugins: str) -> dict:
     """Run on a Dask worker: compute `step` from its inputs in the shared remote store
     (`plugins`: the client's MODELMAKE_PLUGINS, which must be importable here too)."""
@@ -123,16 +186,15 @@ def on_worker(step: PassStep, inputs: dict[str, tuple[str, bytes]], versions: di
     for name, want in versions.items():
         if here.get(name) != want:
             raise WorkerMismatch(address, f"worker {address} has {name} {here.get(name)}, the client {want}")
+    if isinstance(step, EvalStep) and step.host != host_fingerprint():
+        raise WorkerMismatch(address, f"worker {address} is another kind of host than the one the evaluation's key names")
     plugin_modules.load(plugins)
     root = Path(tempfile.mkdtemp(prefix="modelmake-worker-"))
     store_dir = os.environ.get(WORKER_STORE_ENV) or os.path.join(tempfile.gettempdir(), "modelmake-worker-store")
     try:
         for folder, (key, manifest) in inputs.items():
             targets.place_stub(root / folder, manifest, {"key": key, "remote": step.remote.shown})
-        moved = dataclasses.replace(
-            step, input=str(root / step.input), out=str(root / step.out), base=str(root / step.base),
-            store=store_dir, tokenizer=str(root / step.tokenizer) if step.tokenizer else None,
-            datasets={n: DatasetUse(str(root / d.dir), d.spec) for n, d in step.datasets.items()}, executor=None)
+        moved = _relocated(step, root, store_dir)
         store = Store(store_dir, remote=step.remote)
         worker = get_worker()
 
@@ -142,7 +204,7 @@ def on_worker(step: PassStep, inputs: dict[str, tuple[str, bytes]], versions: di
             except Exception:  # noqa: BLE001 - progress must never fail a step
                 pass
         with progress.forwarded(forward):
-            result = runner.run_pass_here(moved, store)
+            result = runner.run_here(moved, store)
         if store.upload(result["key"], step.task) is not True:
             raise RuntimeError(f"could not put the result on the remote {step.remote.shown}")
         manifest = store.manifest_bytes(result["key"])
@@ -150,3 +212,16 @@ def on_worker(step: PassStep, inputs: dict[str, tuple[str, bytes]], versions: di
                 "host": host_fingerprint()}
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _relocated(step: PassStep | EvalStep, root: Path, store_dir: str) -> PassStep | EvalStep:
+    """The step with its folders under `root` (where its inputs are placed) and this worker's store."""
+    def at(folder: str | None) -> str | None:
+        return str(root / folder) if folder else None
+    common = {"base": str(root / step.base), "store": store_dir, "executor": None}
+    if isinstance(step, EvalStep):
+        return dataclasses.replace(step, model=at(step.model), tokenizer=at(step.tokenizer), baseline=at(step.baseline),
+                                   baseline_tokenizer=at(step.baseline_tokenizer), data_dir=at(step.data_dir),
+                                   out=at(step.out), **common)
+    return dataclasses.replace(step, input=at(step.input), out=at(step.out), tokenizer=at(step.tokenizer),
+                               datasets={n: DatasetUse(at(d.dir), d.spec) for n, d in step.datasets.items()}, **common)

@@ -187,14 +187,28 @@ def eval_step(project: Project, lay: Layout, common: dict) -> EvalStep:
     integer = {"model": lay.integer.get(str(lay.final))}
     if baseline:
         integer["baseline"] = (lay.baseline_recipe or lay).integer.get(str(baseline))
+    executor, host = _evaluation_place(project, custom_files)
     return EvalStep(
         task=f"eval:{r.name}", **common, evaluate=ev, model_task=r.task, data=_data_spec(r.data[ev["data"]]),
-        version=EVAL_VERSION, libraries=digest.library_versions(EVAL_LIBRARIES), host=host_fingerprint(),
+        version=EVAL_VERSION, libraries=digest.library_versions(EVAL_LIBRARIES), host=host, executor=executor,
         model=str(lay.final), tokenizer=str(lay.tokenizer), baseline=str(baseline) if baseline else None,
         baseline_tokenizer=str(baseline_tok) if baseline_tok else None, data_dir=str(lay.data[ev["data"]]),
         custom_files=custom_files,
         custom_code={n: digest.file_digest(project.root / f) for n, f in custom_files.items()},
         recipe_file=_shown(project, r), out=str(lay.base / "metrics.json"), integer=integer)
+
+
+def _evaluation_place(project: Project, custom_files: dict) -> tuple:
+    """(executor, host) of an evaluation: measured here and keyed by this host, or, with a
+    placement for `eval`, on the cluster's evaluation workers and keyed by the host an earlier
+    build found them to be (build/cluster_build.py; custom metrics are the project's code: here)."""
+    ex = project.executor
+    if ex is None or ex.resources("eval") is None or custom_files:
+        return None, host_fingerprint()
+    from modelmake.build import cluster_build
+
+    cached = cluster_build.cached_bench_host(ex, project.artifacts / cluster_build.BENCH_CACHE)
+    return ex, cached or host_fingerprint()
 
 
 def package_step(lay: Layout, common: dict) -> PackageStep:

@@ -60,9 +60,9 @@ def _configured_executor(pyproject: Path, remote: RemoteConfig | None) -> Execut
         raise RecipeError("MODELMAKE_EXECUTOR", "", "Dask workers read a step's inputs and write its result through "
                           "a shared remote store; set MODELMAKE_REMOTE (or [tool.modelmake] remote) too")
     for pass_type in executor.placement:
-        if passes.get(pass_type) is None:
+        if pass_type != "eval" and passes.get(pass_type) is None:
             raise RecipeError("pyproject.toml", f"tool.modelmake.placement.{pass_type}",
-                              f"unknown pass type (known: {', '.join(sorted(passes.REGISTRY))})")
+                              f"unknown pass type (known: eval, {', '.join(sorted(passes.REGISTRY))})")
     return executor
 
 

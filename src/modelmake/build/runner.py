@@ -202,9 +202,10 @@ def _run_pass(step: PassStep, store: Store) -> dict:
     return {"key": key, "built": built, **where}
 
 
-def run_pass_here(step: PassStep, store: Store) -> dict:
-    """A pass step computed in this process when neither store holds it (a Dask worker's way in)."""
-    return _run_pass(dataclasses.replace(step, executor=None), store)
+def run_here(step: PassStep | EvalStep, store: Store) -> dict:
+    """A pass or evaluation computed in this process when neither store holds it (a Dask worker's way in)."""
+    step = dataclasses.replace(step, executor=None)
+    return _run_pass(step, store) if isinstance(step, PassStep) else _run_eval(step, store)
 
 
 def _pass_build(step: PassStep, store: Store) -> Callable[[Path], None]:
@@ -231,7 +232,10 @@ def _pass_build(step: PassStep, store: Store) -> Callable[[Path], None]:
 def _run_eval(step: EvalStep, store: Store) -> dict:
     from modelmake.metrics import goals, measure
 
+    if step.executor is not None:   # measured on the cluster's evaluation workers, keyed by their host
+        step = _on_bench_host(step)
     key = step.key(folder_content)
+    where: dict = {}
 
     def keep(key: str, label: str, compute: Callable[[], dict]) -> dict:
         """A measurement as a store object of its own, so other recipes and later runs reuse it."""
@@ -251,6 +255,10 @@ def _run_eval(step: EvalStep, store: Store) -> dict:
         metrics = measure.evaluate(step.evaluation(), rows, keep, local)
         (folder / "metrics.json").write_bytes(json.dumps(metrics, indent=1, sort_keys=True).encode() + b"\n")
 
+    if step.executor is not None:
+        from modelmake.build import cluster_build
+
+        build = cluster_build.cluster_build(step, store, key, where, local=build)
     try:
         obj, built = _get_or_build(store, key, build, step.task)
     except Exception:
@@ -264,7 +272,23 @@ def _run_eval(step: EvalStep, store: Store) -> dict:
     measure.print_metrics(step.task.partition(":")[2], metrics)
     if not metrics.get("goals", {"passed": True})["passed"]:
         say(f"warning: {step.task}: {goals.failure_line(metrics['goals'])}")
-    return {"key": key, "built": built}
+    return {"key": key, "built": built, **where}
+
+
+def _on_bench_host(step: EvalStep) -> EvalStep:
+    """The evaluation keyed by the host of the workers that measure it; with executor_fallback =
+    "local" and the scheduler down, measured here and keyed by this host."""
+    from modelmake.build import cluster_build
+    from modelmake.core.hostinfo import host_fingerprint
+    from modelmake.execute import cluster
+
+    try:
+        return dataclasses.replace(step, host=cluster_build.bench_host(step, cluster_build.bench_cache(step)))
+    except cluster.SchedulerUnreachable as e:
+        if step.executor.fallback != "local":
+            raise
+        say(f"warning: {step.task}: {e}; measuring here (executor_fallback = \"local\")")
+        return dataclasses.replace(step, host=host_fingerprint(), executor=None)
 
 
 # ---------------------------------------------------------------- package and final model

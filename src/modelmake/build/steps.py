@@ -203,6 +203,8 @@ class EvalStep(Step):
     # the step (the models' content is), but of the output measurements (metrics/measure.py)
     integer: dict[str, bool | None] = field(default_factory=dict)
     tolerant: bool = False             # a search trial's evaluation (see PassStep.tolerant)
+    # the Dask cluster whose evaluation workers measure it (placement `eval`); `host` is theirs then
+    executor: Any = None
 
     def inputs(self) -> dict[str, str]:
         return _with_baseline({"model": self.model, "tokenizer": self.tokenizer, "data": self.data_dir},

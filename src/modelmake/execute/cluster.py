@@ -9,10 +9,11 @@ its `allowed-failures`); Ctrl-C cancels the future on the cluster.
 """
 from __future__ import annotations
 
+import os
 import uuid
 from typing import Any, Callable
 
-CONNECT_TIMEOUT_S = 10
+CONNECT_TIMEOUT_S = 10   # $MODELMAKE_EXECUTOR_TIMEOUT overrides it
 _clients: dict[str, Any] = {}
 _unreachable: dict[str, str] = {}   # address -> why: asked once per process, not once per step
 
@@ -48,12 +49,19 @@ def client(address: str):
     if address in _unreachable:
         raise SchedulerUnreachable(_unreachable[address])
     try:
-        c = Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        c = Client(address, timeout=_timeout(), set_as_default=False)
     except (OSError, TimeoutError) as e:
         _unreachable[address] = f"Dask scheduler {address} is unreachable ({_reason(e)})"
         raise SchedulerUnreachable(_unreachable[address]) from None
     _clients[address] = c
     return c
+
+
+def _timeout() -> float:
+    try:
+        return max(0.5, float(os.environ.get("MODELMAKE_EXECUTOR_TIMEOUT", CONNECT_TIMEOUT_S)))
+    except ValueError:
+        return CONNECT_TIMEOUT_S
 
 
 def _reason(e: BaseException) -> str:
