@@ -273,6 +273,7 @@ def test_placement_sends_a_pass_type_to_the_workers_with_its_resources(cluster, 
         names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
     record = json.loads((project / "artifacts/tiny/records/pass-tiny-finetune.json").read_text())
     assert names[record["worker"]] == "w1"
+    assert f"pass:tiny/finetune: running on {record['worker']}" in run.out
     # the worker's progress lines reach the client
     assert any(line.startswith("    [tcp://127.0.0.1:") and "fine-tune" in line for line in run.out.splitlines()), run.out
 

@@ -60,8 +60,7 @@ def cluster_build(step: PassStep | EvalStep, store: Store, key: str, where: dict
         versions = {"modelmake": modelmake_version(), **step.libraries}
         cluster.follow(step.executor.address, PROGRESS_TOPIC, _show_progress)
         result = cluster.run(step.executor.address, on_worker, step, inputs, versions,
-                             os.environ.get("MODELMAKE_PLUGINS", ""), resources=resources,
-                             label=step.task.replace("/", "-"))
+                             os.environ.get("MODELMAKE_PLUGINS", ""), resources=resources, label=step.task)
         if result["key"] != key:
             raise cluster.ClusterFailed(f"the worker computed key {result['key'][:12]}, this build {key[:12]}")
         from modelmake.store import remote_transfer

@@ -79,6 +79,26 @@ def follow(address: str, topic: str, handler: Callable[[Any], None]) -> None:
         _following.add((address, topic))
 
 
+POLL_S = 0.5
+
+
+def _wait(c, future, label: str) -> Any:
+    """The future's result; says once on which worker it runs (the live view shows that line
+    above the task's row)."""
+    from modelmake.core.progress import say
+
+    shown = False
+    while True:
+        try:
+            return future.result(timeout=POLL_S)
+        except TimeoutError:   # an OSError: caught before the caller's handler of a lost scheduler
+            if not shown:
+                where = next((w for w, keys in c.processing().items() if future.key in keys), None)
+                if where is not None:
+                    say(f"  {label}: running on {where}")
+                    shown = True
+
+
 def run(address: str, fn: Callable, *args: Any, resources: dict[str, float] | None, label: str) -> Any:
     """fn(*args) computed on a worker of the cluster; its exception is raised here as it was there."""
     from distributed.scheduler import KilledWorker
@@ -91,10 +111,10 @@ def run(address: str, fn: Callable, *args: Any, resources: dict[str, float] | No
             workers = [w for w in c.scheduler_info()["workers"] if w not in refused]
             if not workers:
                 raise ClusterFailed(f"no worker can compute it: {'; '.join(refused.values())}")
-        future = c.submit(fn, *args, key=f"{label}-{uuid.uuid4().hex[:8]}", pure=False, resources=resources,
+        future = c.submit(fn, *args, key=f"{label.replace('/', '-')}-{uuid.uuid4().hex[:8]}", pure=False, resources=resources,
                           workers=workers, allow_other_workers=False)
         try:
-            return future.result()
+            return _wait(c, future, label)
         except WorkerMismatch as e:
             refused[e.worker] = e.message
         except KilledWorker as e:
