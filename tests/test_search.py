@@ -394,3 +394,15 @@ def test_a_clone_with_the_remote_store_restores_the_whole_search(built, tmp_path
     assert not run.built, run.built
     assert "search:tinys finalists: restored from store" in run.out
     assert (clone / "artifacts/tinys/package.zip").read_bytes() == (built[0] / "artifacts/tinys/package.zip").read_bytes()
+
+
+def test_no_recipe_can_start_from_a_searching_recipe(scratch):
+    (scratch / "recipes" / "tinys.toml").write_text(search_recipe(GRID))
+    (scratch / "recipes" / "after.toml").write_text('[model]\nrecipe = "tinys"\n')
+    try:
+        from modelmake.inputs.recipe import RecipeError
+
+        with pytest.raises(RecipeError, match=r"^recipes/after.toml: model.recipe: recipe 'tinys' searches: "):
+            steps_of(scratch)
+    finally:
+        (scratch / "recipes" / "after.toml").unlink()

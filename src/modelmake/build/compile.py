@@ -248,9 +248,22 @@ def _data_spec(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if k != "source"}
 
 
+def _check_search_links(project: Project, recipes: dict[str, Recipe]) -> None:
+    """A searching recipe's model is chosen while the search runs: no other recipe can be built
+    from it, nor measured against it (their tasks would depend on a file no task writes)."""
+    for r in recipes.values():
+        for key, other in (("model.recipe", r.model.spec.get("recipe") if r.model.kind == "recipe" else None),
+                           ("evaluate.baseline_recipe", (r.evaluate or {}).get("baseline_recipe"))):
+            if other in recipes and recipes[other].search is not None:
+                raise RecipeError(_shown(project, r), key, f"recipe {other!r} searches: its model is chosen when "
+                                  "its search runs, so no recipe can start from it or compare with it; name a recipe "
+                                  "with the selected trial's settings instead")
+
+
 def compile_steps(project: Project) -> list[Step]:
     """Every step of every recipe in recipes/, recipe by recipe in name order. Raises RecipeError."""
     recipes = load_recipes(project.recipes_dir, project.root)
+    _check_search_links(project, recipes)
     lays = layouts(project, recipes)
     return [s for name in sorted(recipes) for s in recipe_steps(project, lays[name])]
 

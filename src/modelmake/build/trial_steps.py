@@ -20,6 +20,7 @@ from modelmake.build.project import Project
 from modelmake.build.steps import PublishStep, SearchStep, Step, TrialRef
 from modelmake.core import digest
 from modelmake.core.hostinfo import host_fingerprint
+from modelmake.inputs.recipe import RecipeError
 from modelmake.search import space, trials as trialset
 
 SEARCH_VERSION = 1
@@ -42,9 +43,12 @@ def assignments(project: Project, lay: Layout, spec: space.SearchSpec) -> tuple[
     planned = sampler.read_plan(project.root / plan_path(lay), spec)
     if planned is not None:
         return planned, spec.sampler == "random"
-    if spec.sampler == "random":
-        return sampler.random_plan(spec), True
-    return sampler.startup_plan(spec), False
+    try:
+        if spec.sampler == "random":
+            return sampler.random_plan(spec), True
+        return sampler.startup_plan(spec), False
+    except sampler.OptunaMissing as e:
+        raise RecipeError(compiling._shown(project, lay.recipe), "search.sampler", str(e)) from None
 
 
 def search_steps(project: Project, lay: Layout, common: dict, extra: list[dict[str, Any]] | None = None

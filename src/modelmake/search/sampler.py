@@ -21,6 +21,18 @@ PLAN_VERSION = 1
 STARTUP = 4   # TPE's random trials before it models the results (Optuna's default is 10)
 
 
+class OptunaMissing(Exception):
+    plain = True
+
+
+def require_optuna(sampler: str) -> None:
+    """Raises OptunaMissing (one line: what to install) when Optuna is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("optuna") is None:
+        raise OptunaMissing(f"sampler {sampler!r} needs Optuna: pip install \"modelmake[search]\" (or optuna)")
+
+
 def plan_id(spec: SearchSpec) -> str:
     """What the sampler's suggestions follow from (the results aside)."""
     return digest.key_of({"search": spec.settings(), "version": PLAN_VERSION})
@@ -79,6 +91,7 @@ def _quiet() -> None:
 
 def random_plan(spec: SearchSpec) -> list[dict[str, Any]]:
     """max_trials seeded random assignments (they do not depend on results)."""
+    require_optuna(spec.sampler)
     import optuna
 
     _quiet()
@@ -96,6 +109,7 @@ class TPE:
     objective; goals as constraints, so a trial that misses one counts as infeasible)."""
 
     def __init__(self, spec: SearchSpec, higher: list[bool]):
+        require_optuna(spec.sampler)
         import optuna
 
         _quiet()
