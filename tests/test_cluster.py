@@ -120,6 +120,10 @@ def test_a_recipe_built_on_the_cluster_is_a_local_build(cluster, tmp_path):
     assert snapshot(project) == snapshot(local)
     record = json.loads((project / "artifacts/tiny/records/pass-tiny-finetune.json").read_text())
     assert record["worker"].startswith("tcp://127.0.0.1:") and record["built"] is True
+    # the build time kept with the result is the worker's, not the client's round trip
+    from modelmake.store import Store
+    meta = Store(project / "artifacts/.store").meta(record["key"])
+    assert meta["worker"] == record["worker"] and meta["build_seconds"] < record["seconds"], (meta, record)
     # a result the remote holds is restored, not computed again
     again = make_project(tmp_path / "again")
     run = doit(again, "optimize:tiny", env=cluster_env(cluster, tmp_path / "remote-store"))

@@ -25,6 +25,7 @@ from modelmake.core import digest
 from modelmake.core import progress
 from modelmake.core.progress import say
 from modelmake.store import Store
+from modelmake.store.local import Elsewhere
 
 WORKER_STORE_ENV = "MODELMAKE_WORKER_STORE"
 PROGRESS_TOPIC = "modelmake-progress"
@@ -70,6 +71,8 @@ def cluster_build(step: PassStep | EvalStep, store: Store, key: str, where: dict
             raise cluster.ClusterFailed(f"the remote {store.remote.shown} does not hold the worker's result {key[:12]}")
         where.update(worker=result["worker"], worker_host=result["host"])
         say(f"  {step.task}: computed on {result['worker']}")
+        # the worker's build time, not this round trip; the remote has it already
+        return Elsewhere({**(result.get("meta") or {}), "worker": result["worker"]}, on_remote=True)
     return build
 
 
@@ -204,11 +207,12 @@ def on_worker(step: PassStep | EvalStep, inputs: dict[str, tuple[str, bytes]], v
                 pass
         with progress.forwarded(forward):
             result = runner.run_here(moved, store)
-        if store.upload(result["key"], step.task) is not True:
+        # built here: uploaded by the build already; found in this worker's store: put it there now
+        if not result["built"] and store.upload(result["key"], step.task) is not True:
             raise RuntimeError(f"could not put the result on the remote {step.remote.shown}")
         manifest = store.manifest_bytes(result["key"])
         return {"key": result["key"], "manifest": digest.bytes_digest(manifest), "worker": address,
-                "host": host_fingerprint()}
+                "host": host_fingerprint(), "meta": store.meta(result["key"])}
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

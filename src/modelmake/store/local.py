@@ -60,6 +60,15 @@ class Stub:
         return self.entry.size
 
 
+@dataclass(frozen=True)
+class Elsewhere:
+    """What a build function returns when the result was computed elsewhere and only copied into
+    the scratch folder: that build's facts (kept as the result's meta) and whether the remote holds it."""
+
+    meta: dict
+    on_remote: bool
+
+
 class Unavailable(Exception):
     """The files of a result known only from the remote cannot be had now; str() says why, and
     `damaged` whether the remote's copy is unusable (rather than the remote unreachable)."""
@@ -213,15 +222,20 @@ class Store:
             scratch = self._scratch(key[:16])
             try:
                 t0 = time.monotonic()
-                build(scratch)
+                # a build computed elsewhere (a Dask worker) returns its own facts: where and how long it
+                # took there, and that the remote holds it already
+                made = build(scratch)
                 seconds = time.monotonic() - t0
                 obj = self.publish(key, scratch)
-                self._write_meta(key, {"build_seconds": round(seconds, 3), "built_at": _now()})
+                elsewhere = made if isinstance(made, Elsewhere) else None
+                self._write_meta(key, elsewhere.meta if elsewhere else
+                                 {"build_seconds": round(seconds, 3), "built_at": _now()})
                 self._settle(key)
             finally:
                 if scratch.exists():
                     rmtree(scratch)
-            if self.remote is not None:  # after publishing: a failed build never reaches the remote
+            # after publishing: a failed build never reaches the remote
+            if self.remote is not None and not (elsewhere and elsewhere.on_remote and not damaged):
                 remote_transfer.upload(self.remote, key, obj, self.meta(key), label, force=damaged)
             return obj, True
 
