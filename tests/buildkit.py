@@ -92,6 +92,16 @@ class Run:
         return f"rc={self.rc}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
 
 
+def sigint_as_on_a_terminal() -> None:
+    """preexec_fn of a build a test interrupts with SIGINT. A build started from a terminal gets
+    SIGINT's default action (Python's KeyboardInterrupt); background jobs of a non-interactive
+    shell (e.g. a CI script run with `&`) inherit SIGINT ignored, and Python keeps it ignored:
+    reset it so that a Ctrl-C test means the same everywhere."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def make_project(root: Path, recipes: dict[str, str] | None = None) -> Path:
     from tinymodel import make_tiny_bert, make_tiny_reviews_csv
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from buildkit import TESTS, doit, make_project, recipe_text, snapshot
+from buildkit import TESTS, doit, make_project, recipe_text, sigint_as_on_a_terminal, snapshot
 from remotekit import free_port
 
 DASK = Path(sys.executable).parent / "dask"
@@ -169,7 +169,8 @@ def start_slow_build(cluster, tmp_path, wait_s: float) -> tuple[Path, subprocess
     env = {**os.environ, "PYTHONPATH": str(TESTS / "plugins"),
            **cluster_env(cluster, tmp_path / "remote", MODELMAKE_PLUGINS="slow_pass")}
     build = subprocess.Popen([sys.executable, "-m", "doit", "optimize:tiny"], cwd=project, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=sigint_as_on_a_terminal)
     deadline = time.monotonic() + 300
     while not marker.exists() and time.monotonic() < deadline and build.poll() is None:
         time.sleep(0.2)

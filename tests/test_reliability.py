@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from buildkit import TESTS, doit, make_project, snapshot, started_line, wipe_outputs
+from buildkit import TESTS, doit, make_project, sigint_as_on_a_terminal, snapshot, started_line, wipe_outputs
 from modelmake.core import digest
 from modelmake.store import Store
 
@@ -34,14 +34,7 @@ def popen(project: Path, *args: str, env: dict | None = None) -> subprocess.Pope
     full_env.pop("MODELMAKE_STORE", None) if not (env and "MODELMAKE_STORE" in env) else None
     return subprocess.Popen([sys.executable, "-m", "doit", *args], cwd=project, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_sigint_as_on_a_terminal)
-
-
-def _sigint_as_on_a_terminal() -> None:
-    # A build started from a terminal gets SIGINT's default action (Python's KeyboardInterrupt).
-    # Background jobs of a non-interactive shell (e.g. a CI script run with `&`) inherit SIGINT
-    # ignored, and Python keeps it ignored; reset it so the Ctrl-C test means the same everywhere.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                            preexec_fn=sigint_as_on_a_terminal)
 
 
 @pytest.fixture(scope="module")
