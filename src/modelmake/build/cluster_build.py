@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from modelmake.build import records, targets
-from modelmake.build.steps import DatasetUse, EvalStep, PassStep, SourceStep
+from modelmake.build.steps import DatasetUse, EvalStep, PassStep
 from modelmake.core import digest
 from modelmake.core import progress
 from modelmake.core.progress import say
@@ -112,14 +112,6 @@ def bench_host(step: EvalStep, cache: Path) -> dict:
 BENCH_CACHE = ".cluster-hosts.json"   # in artifacts/: the evaluation workers' host, as last found
 
 
-def bench_cache(step: EvalStep) -> Path:
-    """artifacts/.cluster-hosts.json (a step's base is artifacts/<recipe>[/trials/<trial>])."""
-    base = Path(step.base)
-    while base.parent.name and base.name != "artifacts":
-        base = base.parent
-    return base / BENCH_CACHE
-
-
 def bench_id(executor) -> str:
     return f"{executor.address} {sorted(executor.resources('eval').items())}"
 
@@ -150,25 +142,19 @@ def _shared(store: Store, folder: str, task: str) -> tuple[str, bytes]:
     manifest = (Path(folder) / digest.MANIFEST).read_bytes()
     marker = targets.stub_of(Path(folder))
     key = marker["key"] if marker is not None else _origin(folder, manifest)
-    if key is None or store.upload(key, task) is not True:
-        if key is None or store.remote_manifest(key) is None:
-            raise ClusterInputMissing(f"its input {folder} is not in the store or the remote; workers cannot read it")
+    if key is None or (store.upload(key, task) is not True and store.remote_manifest(key) is None):
+        raise ClusterInputMissing(f"its input {folder} is not in the store or the remote; workers cannot read it")
     return key, manifest
 
 
 def _origin(folder: str, manifest: bytes) -> str | None:
     """The store key of the result placed at `folder`: from the record of the step that wrote it."""
-    from modelmake.build.compile import load_steps
+    from modelmake.build.runner import maker_of
 
-    want = os.path.normpath(folder)
-    for s in load_steps(Path("."))[1]:
-        if not isinstance(s, (SourceStep, PassStep)) or want not in map(os.path.normpath, s.outputs()):
-            continue
-        record = records.read(s) or {}
-        for k in [record.get("key")] + list(record.get("keys") or []):
-            if isinstance(k, str) and Store(s.store).manifest_bytes(k) == manifest:
-                return k
-    return None
+    maker = maker_of(folder)
+    record = (records.read(maker) or {}) if maker is not None else {}
+    return next((k for k in [record.get("key"), *(record.get("keys") or [])]
+                 if isinstance(k, str) and Store(maker.store).manifest_bytes(k) == manifest), None)
 
 
 # ---------------------------------------------------------------- worker
@@ -183,7 +169,8 @@ def on_worker(step: PassStep | EvalStep, inputs: dict[str, tuple[str, bytes]], v
     from modelmake.core.hostinfo import host_fingerprint
     from modelmake.execute.cluster import WorkerMismatch
 
-    address = get_worker().address
+    worker = get_worker()
+    address = worker.address
     here = {"modelmake": modelmake_version(), **digest.library_versions(tuple(step.libraries))}
     for name, want in versions.items():
         if here.get(name) != want:
@@ -198,7 +185,6 @@ def on_worker(step: PassStep | EvalStep, inputs: dict[str, tuple[str, bytes]], v
             targets.place_stub(root / folder, manifest, {"key": key, "remote": step.remote.shown})
         moved = _relocated(step, root, store_dir)
         store = Store(store_dir, remote=step.remote)
-        worker = get_worker()
 
         def forward(line: str) -> None:   # the step's progress lines, to the client that waits for it
             try:

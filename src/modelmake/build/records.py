@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 from pathlib import Path
 
+from modelmake.build import targets
 from modelmake.build.steps import Step
 from modelmake.core.files import atomic_file
 
@@ -31,6 +32,15 @@ def write(step: Step, record: dict) -> None:
               "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     atomic_file(path_of(step), lambda tmp: tmp.write_bytes(
         json.dumps(record, indent=1, sort_keys=True).encode() + b"\n"))
+
+
+def placed(step: Step, out: str, key: str, root: Path = Path(".")) -> bool:
+    """The target `out` is as placed (build/targets.py), and the step's last record says it came from key."""
+    record = read(step, root)
+    if not record or (record.get("key") != key and key not in (record.get("keys") or [])):
+        return False
+    path = Path(root) / out
+    return path.exists() and targets.problem(path) is None
 
 
 def read(step: Step, root: Path = Path(".")) -> dict | None:

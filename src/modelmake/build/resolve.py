@@ -35,7 +35,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from modelmake.build import keys, records, targets
+from modelmake.build import keys, records
 from modelmake.build.compile import compile_steps
 from modelmake.build.project import Project
 from modelmake.build.steps import EvalStep, PackageStep, PassStep, SourceStep, Step
@@ -196,12 +196,7 @@ class _Resolver:
             res.in_remote = all(self._has(k) or self.store.remote_manifest(k) is not None for k in res.keys)
 
     def _placed(self, spec: Step, out: str, key: str) -> bool:
-        """The target in artifacts/ is as placed, and the task's last record says it came from key."""
-        record = records.read(spec, self.root)
-        if not record or (record.get("key") != key and key not in (record.get("keys") or [])):
-            return False
-        path = self.root / out
-        return path.exists() and targets.problem(path) is None
+        return records.placed(spec, out, key, self.root)
 
 
 def _norm(path: str) -> str:

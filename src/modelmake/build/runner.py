@@ -49,10 +49,8 @@ def run_step(step: Step):
 def _guarded(action: Callable[[Step, Store], dict | None], step: Step) -> dict | TaskFailed:
     tolerant = getattr(step, "tolerant", False)
     if tolerant and (failure := _failed_input(step)) is not None:
-        for out in step.outputs():
-            targets.place_failure(Path(out), failure)
         say(f"  {step.task}: not run: its trial failed at {failure['task']}")
-        return {"outcome": "trial failed"}
+        return _trial_failed(step, failure)
     store = Store(step.store, remote=step.remote)
     t0 = time.monotonic()
     try:
@@ -73,14 +71,18 @@ def _guarded(action: Callable[[Step, Store], dict | None], step: Step) -> dict |
             first = f"{e.__class__.__name__}: {first}"
         message = f"{step.task} failed: {first}{where}"
         if tolerant:   # a search trial: recorded as failed (nothing cached), the search goes on
-            for out in step.outputs():
-                targets.place_failure(Path(out), {"task": step.task, "error": f"{first}{where}"})
             say(f"warning: {message}; the trial is recorded as failed and the search goes on")
-            return {"outcome": "trial failed"}
+            return _trial_failed(step, {"task": step.task, "error": f"{first}{where}"})
         say(f"error: {message}")
         return TaskFailed(message)
     # doit keeps a returned dict as the task's values: the build reporter shows this outcome
     return {"outcome": "built" if result.get("built") else "restored" if store.used else "done"}
+
+
+def _trial_failed(step: Step, failure: dict) -> dict:
+    for out in step.outputs():
+        targets.place_failure(Path(out), failure)
+    return {"outcome": "trial failed"}
 
 
 def _failed_input(step: Step) -> dict | None:
@@ -137,7 +139,7 @@ def _local(store: Store, folder: str, task: str, names: tuple[str, ...] | None =
     except Unavailable as e:
         say(f"  {task}: cannot fetch the files of {folder} ({e}); making it here")
         store.forget_stub(key, e.damaged)
-    maker = _maker_of(folder)
+    maker = maker_of(folder)
     if maker is None or isinstance(_guarded(_RUN[type(maker)], maker), TaskFailed):
         raise InputUnavailable(f"its input {folder} (key {key[:12]}) could not be fetched nor made again")
     if targets.stub_of(path) is not None or (path / digest.MANIFEST).read_bytes() != expect:
@@ -147,7 +149,7 @@ def _local(store: Store, folder: str, task: str, names: tuple[str, ...] | None =
     return path
 
 
-def _maker_of(folder: str) -> Step | None:
+def maker_of(folder: str) -> Step | None:
     """The step of this project that writes `folder` (compiled again: only when a stub's files are lost)."""
     from modelmake.build.compile import load_steps
 
@@ -192,14 +194,21 @@ def _run_source(step: SourceStep, store: Store) -> dict:
 def _run_pass(step: PassStep, store: Store) -> dict:
     key = step.key(folder_content)
     where: dict = {}
-    build = _pass_build(step, store)
-    if step.executor is not None:   # computed on a Dask cluster when neither store holds it
-        from modelmake.build import cluster_build
-
-        build = cluster_build.cluster_build(step, store, key, where, local=build)
+    build = _on_cluster(step, store, key, where, _pass_build(step, store))
     obj, built = _get_or_build(store, key, build, step.task, lazy=True)
     _place(obj, Path(step.out), step.task, store)
     return {"key": key, "built": built, **where}
+
+
+def _on_cluster(step: PassStep | EvalStep, store: Store, key: str, where: dict,
+                build: Callable[[Path], None]) -> Callable[[Path], None]:
+    """`build`, or with an executor the build that computes the step on the Dask cluster when
+    neither store holds it (`where` receives the worker)."""
+    if step.executor is None:
+        return build
+    from modelmake.build import cluster_build
+
+    return cluster_build.cluster_build(step, store, key, where, local=build)
 
 
 def run_here(step: PassStep | EvalStep, store: Store) -> dict:
@@ -255,10 +264,7 @@ def _run_eval(step: EvalStep, store: Store) -> dict:
         metrics = measure.evaluate(step.evaluation(), rows, keep, local)
         (folder / "metrics.json").write_bytes(json.dumps(metrics, indent=1, sort_keys=True).encode() + b"\n")
 
-    if step.executor is not None:
-        from modelmake.build import cluster_build
-
-        build = cluster_build.cluster_build(step, store, key, where, local=build)
+    build = _on_cluster(step, store, key, where, build)
     try:
         obj, built = _get_or_build(store, key, build, step.task)
     except Exception:
@@ -279,11 +285,13 @@ def _on_bench_host(step: EvalStep) -> EvalStep:
     """The evaluation keyed by the host of the workers that measure it; with executor_fallback =
     "local" and the scheduler down, measured here and keyed by this host."""
     from modelmake.build import cluster_build
+    from modelmake.build.project import find_project
     from modelmake.core.hostinfo import host_fingerprint
     from modelmake.execute import cluster
 
+    cache = find_project(Path(".")).artifacts / cluster_build.BENCH_CACHE   # where compile reads it
     try:
-        return dataclasses.replace(step, host=cluster_build.bench_host(step, cluster_build.bench_cache(step)))
+        return dataclasses.replace(step, host=cluster_build.bench_host(step, cache))
     except cluster.SchedulerUnreachable as e:
         if step.executor.fallback != "local":
             raise

@@ -115,10 +115,7 @@ def _retime(step: SearchStep, store: Store, trials: list[TrialRef], local: Calla
         texts, _ = evaluation_rows(local(step.data_dir), step.data, step.evaluate["max_samples"])
         say(f"  {step.task}: timing {len(trials)} finalists together: {', '.join(t.suffix for t in trials)}")
         paths = {role: (local(m) / "model.onnx", local(tok, TOKENIZER_FILES)) for role, (m, tok) in models.items()}
-        result = evaluate.measure_latencies(
-            paths, texts, batch=lat["batch"], sequence=lat["sequence"], warmup=lat["warmup"], runs=lat["runs"],
-            threads=lat["threads"], throughput_batch=lat["throughput_batch"], throughput_runs=lat["throughput_runs"],
-            max_runs=lat["max_runs"], stable_percent=lat["stable_percent"])
+        result = evaluate.time_in_turns(paths, texts, lat)
         (folder / "result.json").write_bytes(digest.canonical(result))
 
     obj, built = store.get_or_build(key, measure, f"{step.task} finalists")
@@ -244,14 +241,12 @@ def _chain(steps: list[Step], ref: TrialRef) -> list[Step]:
 
 
 def _in_place(s: Step) -> bool:
-    """Its targets are intact and hold the result of its current key (doit ran it this build)."""
+    """Its targets hold the result of its current key (doit ran it this build); a failed trial's
+    targets never do (they have no record of what was placed)."""
     from modelmake.build import records
 
-    outs = s.outputs()
-    if not targets.intact(outs) or any(targets.failure_of(Path(o)) for o in outs):
-        return False
     try:
         key = s.key(folder_content)
     except OSError:
         return False
-    return (records.read(s) or {}).get("key") == key
+    return all(records.placed(s, out, key) for out in s.outputs())

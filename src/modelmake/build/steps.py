@@ -66,6 +66,10 @@ class Step:
         """The settings part of the key: what `modelmake why` compares with the last build."""
         return {}
 
+    def recorded(self) -> tuple["Step", ...]:
+        """The steps whose build records a run of this one writes (their keys are what it used)."""
+        return (self,)
+
 
 # ---------------------------------------------------------------- source
 @dataclass(frozen=True)
@@ -135,7 +139,7 @@ class PassStep(Step):
     host: dict[str, Any] | None = None        # host-dependent passes only
     model_task: str | None = None             # task-dependent passes only (the recipe's model.task)
     # a search trial's own step: a failure marks the trial failed instead of stopping the build
-    # (build/failures.py); not part of the key
+    # (runner._guarded, targets.place_failure); not part of the key
     tolerant: bool = False
     # a Dask cluster that computes it when neither store holds its result (execute/); not part of the key
     executor: Any = None
@@ -347,6 +351,9 @@ class SearchStep(Step):
 
     def files(self) -> tuple[str, ...]:
         return tuple(t.metrics for t in self.trials)
+
+    def recorded(self) -> tuple[Step, ...]:
+        return (self, self.package) if self.package else (self,)   # it packages the selected trial
 
     def outputs(self) -> list[str]:
         return [self.out, self.model_out, self.metrics_out] + ([self.package.out] if self.package else [])

@@ -5,8 +5,8 @@ Trials share what they have in common. A pass whose chain up to it (every step's
 config) is the same in two trials is one task with one folder: the recipe's own name for it
 (`pass:<recipe>/finetune`) while it is the recipe's chain as written, else the first trial that
 needs it (`pass:<recipe>@<trial>/quantize`). Steps that all trials share are ordinary tasks; the
-others are tolerant: their failure marks the trials that need them failed (build/failures.py)
-and the search goes on.
+others are tolerant: their failure marks the trials that need them failed (runner._guarded,
+targets.place_failure) and the search goes on.
 """
 from __future__ import annotations
 
@@ -63,15 +63,15 @@ def search_steps(project: Project, lay: Layout, common: dict, extra: list[dict[s
     source = compiling.source_step(project, lay, common)
     if source is not None:
         steps.append(source)
-    shared = _shared_length([t.steps for t in chosen])
+    chains = [_signatures(t.steps) for t in chosen]
+    shared = _shared_length(chains)
     owners: dict[str, tuple[str, Path]] = {}    # chain signature -> (owning task's recipe part, folder)
     refs, baselines = [], set()
-    own_chain = [_signature(r.steps[:i + 1]) for i in range(len(r.steps))]
-    for t in chosen:
+    own_chain = _signatures(r.steps)
+    for t, sigs in zip(chosen, chains):
         tname, tbase = t.name(r.name), lay.base / "trials" / t.suffix
         outputs, new = [], []
-        for i in range(len(t.steps)):
-            sig = _signature(t.steps[:i + 1])
+        for i, sig in enumerate(sigs):
             if sig not in owners:
                 mine = sig == own_chain[i]
                 owners[sig] = (r.name if mine else tname,
@@ -84,7 +84,7 @@ def search_steps(project: Project, lay: Layout, common: dict, extra: list[dict[s
         for i, ps in enumerate(compiling.pass_steps(tlay, tcommon, project.executor)):
             if i not in new:
                 continue
-            owner = owners[_signature(t.steps[:i + 1])][0]
+            owner = owners[sigs[i]][0]
             obase = lay.base if owner == r.name else tbase
             steps.append(dataclasses.replace(ps, task=f"pass:{owner}/{ps.name}", base=str(obase),
                                              recipe=r.name, tolerant=i >= shared))
@@ -98,14 +98,15 @@ def search_steps(project: Project, lay: Layout, common: dict, extra: list[dict[s
     return steps
 
 
-def _signature(steps) -> str:
-    return digest.key_of([[s.type, s.config] for s in steps])
+def _signatures(steps) -> list[str]:
+    """For each step, a digest of the chain up to it (every step's type and config)."""
+    return [digest.key_of([[s.type, s.config] for s in steps[:i + 1]]) for i in range(len(steps))]
 
 
-def _shared_length(chains: list[tuple]) -> int:
-    """How many leading steps every trial has the same."""
+def _shared_length(chains: list[list[str]]) -> int:
+    """How many leading steps every trial has the same (chains: each trial's _signatures)."""
     n = 0
-    while chains and all(len(c) > n for c in chains) and len({_signature(c[:n + 1]) for c in chains}) == 1:
+    while chains and all(len(c) > n for c in chains) and len({c[n] for c in chains}) == 1:
         n += 1
     return n
 

@@ -137,8 +137,9 @@ def load_comparison(root: Path, names: list[str] | None = None) -> Comparison:
         r = recipes[recipe]
         rm = RecipeMetrics(name, None, baseline_of(r.evaluate), bool(r.evaluate))
         path = project.artifacts / recipe / (f"trials/{trial}/metrics.json" if trial else "metrics.json")
-        if trial and _failed(path):
-            notes.append(f"{name}: the trial failed ({_failed(path)}); see artifacts/{recipe}/search.json")
+        failed = _failed(path) if trial else None
+        if failed:
+            notes.append(f"{name}: the trial failed ({failed}); see artifacts/{recipe}/search.json")
         elif not r.evaluate:
             if names:
                 notes.append(f"{name}: no metrics: {_shown(project, r)} has no [evaluate] table")

@@ -128,7 +128,7 @@ def _labelled_keys(s: _Session, with_records: bool) -> list[tuple[str, str]]:
         chosen = {s.specs[t].recipe for t in s.tasks}
         for spec in s.specs.values():
             if isinstance(spec, SearchStep) and spec.recipe in chosen:
-                for step in (spec, spec.package) if spec.package else (spec,):
+                for step in spec.recorded():
                     for key in (records.read(step, s.project.root) or {}).get("keys") or []:
                         if isinstance(key, str):
                             out.setdefault(key, f"{step.task} ({key[:12]})")

@@ -295,7 +295,7 @@ class Explainer:
         """A search is up to date when every trial's evaluation is, its settings are those of its
         last run and its targets (search.json, the selected model, metrics, package) are intact."""
         v = Verdict(spec.task, spec.recipe, STALE)
-        trials = {t.suffix: self.judge(f"eval:{spec.recipe}@{t.suffix}") for t in spec.trials}
+        trials = {t.suffix: self.judge(self.producer[os.path.normpath(t.metrics)]) for t in spec.trials}
         never = [s for s, tv in trials.items() if tv.state == NEVER]
         if never:
             v.state = NEVER

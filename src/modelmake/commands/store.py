@@ -10,7 +10,6 @@ import argparse
 from pathlib import Path
 
 from modelmake.build import records
-from modelmake.build.steps import SearchStep
 from modelmake.build.compile import compile_steps
 from modelmake.build.project import find_project
 from modelmake.store import Store
@@ -20,8 +19,7 @@ def live_keys(root: Path) -> set[str]:
     project = find_project(root)
     live: set[str] = set()
     for step in compile_steps(project):
-        # a search packages its selected trial through a package step of its own
-        for s in (step, step.package) if isinstance(step, SearchStep) and step.package else (step,):
+        for s in step.recorded():
             record = records.read(s, project.root)
             if record and isinstance(record.get("keys"), list):
                 live.update(record["keys"])

@@ -355,18 +355,28 @@ def _custom_metrics(t: Table) -> list[dict[str, Any]]:
     return out
 
 
+def measured_metrics(ev: dict[str, Any]) -> list[str]:
+    """The metrics a normalized [evaluate] measures (built-in and custom), sorted."""
+    return sorted({m for f in ev["metrics"] for m in catalogue.FAMILIES[f]} | {c["name"] for c in ev["custom"]})
+
+
+def check_metric(file, key: str, metric: str, ev: dict[str, Any]) -> None:
+    """`metric` (at `key`: a goal's, a search objective's) is one the evaluation measures."""
+    if goals.direction(metric, ev["custom"]) is None:
+        known = measured_metrics(ev)
+        hint = close_matches(metric, known, n=1)
+        tip = f" (did you mean '{hint[0]}'?)" if hint else f" (measured: {', '.join(known) or 'none'})"
+        raise RecipeError(file, key, f"unknown metric {show(metric)}{tip}")
+    family = goals.family_of(metric)
+    if family is not None and family not in ev["metrics"]:
+        raise RecipeError(file, key, f"{metric} is not measured; add {family!r} to evaluate.metrics")
+
+
 def _goals(t: Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
-    known = sorted({m for f in ev["metrics"] for m in catalogue.FAMILIES[f]} | {c["name"] for c in ev["custom"]})
     out: list[dict[str, Any]] = []
     for gt in _array(t, "goal"):
         metric = gt.field(GOAL_METRIC)
-        if goals.direction(metric, ev["custom"]) is None:
-            hint = close_matches(metric, known, n=1)
-            tip = f" (did you mean '{hint[0]}'?)" if hint else f" (measured: {', '.join(known) or 'none'})"
-            raise RecipeError(t.file, gt.key("metric"), f"unknown metric {show(metric)}{tip}")
-        family = goals.family_of(metric)
-        if family is not None and family not in ev["metrics"]:
-            raise RecipeError(t.file, gt.key("metric"), f"{metric} is not measured; add {family!r} to evaluate.metrics")
+        check_metric(t.file, gt.key("metric"), metric, ev)
         present = [k for k in goals.KINDS if gt.has(k)]
         if len(present) != 1:
             found = " and ".join(present) if present else "none"

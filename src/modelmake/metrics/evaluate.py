@@ -125,6 +125,12 @@ def measure_latencies(models: dict[str, tuple[Path, Path]], texts: list[str], ba
     return out
 
 
+def time_in_turns(models: dict[str, tuple[Path, Path]], texts: list[str], latency: dict) -> dict[str, dict]:
+    """measure_latencies with a recipe's normalized `[evaluate] latency` table (its keys are that
+    function's parameters: inputs/recipe.py LATENCY)."""
+    return measure_latencies(models, texts, **latency)
+
+
 def _spread(spread: dict[str, float]) -> str:
     return ", ".join(f"±{v:.1f}% {role}" for role, v in spread.items())
 

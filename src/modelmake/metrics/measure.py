@@ -177,10 +177,7 @@ def _timings(m: _Measuring) -> dict[str, dict]:
                 models={role: [folder_content(f), folder_content(t)] for role, (f, t) in m.models.items()})
 
     def timings() -> dict:
-        return evaluate.measure_latencies(
-            {role: m.path(role) for role in m.models}, m.texts, batch=lat["batch"], sequence=lat["sequence"],
-            warmup=lat["warmup"], runs=lat["runs"], threads=lat["threads"], throughput_batch=lat["throughput_batch"],
-            throughput_runs=lat["throughput_runs"], max_runs=lat["max_runs"], stable_percent=lat["stable_percent"])
+        return evaluate.time_in_turns({role: m.path(role) for role in m.models}, m.texts, lat)
     return m.stored(key, "latency", timings)
 
 

@@ -15,9 +15,8 @@ from modelmake import passes as registry
 from modelmake.core import values
 from modelmake.core.values import show
 from modelmake.inputs import dataspec
-from modelmake.inputs.recipe import Recipe
+from modelmake.inputs.recipe import Recipe, check_metric, measured_metrics
 from modelmake.inputs.tables import RecipeError, Table, close_matches, key_segment
-from modelmake.metrics import catalogue, goals
 from modelmake.passes.fields import Field
 
 SAMPLERS = ("grid", "random", "tpe")
@@ -98,12 +97,12 @@ def parse(r: Recipe, shown: str) -> SearchSpec | None:
     if sampler != "grid" and max_trials is None:
         raise RecipeError(shown, t.key("max_trials"), f"sampler {sampler!r} needs max_trials (how many trials to build)")
     seed = t.field(SEARCH["seed"])
-    measured = _measured(r)
+    measured = measured_metrics(r.evaluate)
     objective = t.field(SEARCH["objective"])
     if objective is None:
         objective = [m for m in (FASTEST, "accuracy") if m in measured] or [measured[0]]
     for i, m in enumerate(objective):
-        _check_metric(shown, f"{t.key('objective')}[{i}]", m, r, measured)
+        check_metric(shown, f"{t.key('objective')}[{i}]", m, r.evaluate)
     if len(set(objective)) != len(objective):
         raise RecipeError(shown, t.key("objective"), "names a metric twice")
     select = t.field(SEARCH["select"])
@@ -112,7 +111,7 @@ def parse(r: Recipe, shown: str) -> SearchSpec | None:
         if not metric:
             raise RecipeError(shown, t.key("select"), f"expected 'fastest-meeting-goals', 'pareto' or "
                               f"'best:<metric>', got {show(select)}")
-        _check_metric(shown, t.key("select"), metric, r, measured)
+        check_metric(shown, t.key("select"), metric, r.evaluate)
     if select == "fastest-meeting-goals" and FASTEST not in measured:
         raise RecipeError(shown, t.key("select"), "'fastest-meeting-goals' needs latency; add 'latency' to "
                           "evaluate.metrics or select 'best:<metric>'")
@@ -124,21 +123,6 @@ def parse(r: Recipe, shown: str) -> SearchSpec | None:
     params = tuple(_param(r, space, key, sampler) for key in space.value)
     t.done(list(SEARCH) + ["space"])
     return SearchSpec(sampler, max_trials, seed, tuple(objective), select, finalists, params)
-
-
-def _measured(r: Recipe) -> list[str]:
-    ev = r.evaluate
-    return sorted({m for f in ev["metrics"] for m in catalogue.FAMILIES[f]} | {c["name"] for c in ev["custom"]})
-
-
-def _check_metric(shown: str, key: str, metric: str, r: Recipe, measured: list[str]) -> None:
-    if goals.direction(metric, r.evaluate["custom"]) is None:
-        hint = close_matches(metric, measured, n=1)
-        tip = f" (did you mean '{hint[0]}'?)" if hint else f" (measured: {', '.join(measured)})"
-        raise RecipeError(shown, key, f"unknown metric {show(metric)}{tip}")
-    family = goals.family_of(metric)
-    if family is not None and family not in r.evaluate["metrics"]:
-        raise RecipeError(shown, key, f"{metric} is not measured; add {family!r} to evaluate.metrics")
 
 
 def _param(r: Recipe, space: Table, key: str, sampler: str) -> Param:
