@@ -5,6 +5,10 @@ keeps their kinds, defaults and choices equal (a pass adds what is particular to
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
 from modelmake.passes.fields import Field
 
 INT8_TYPES = ("qint8", "quint8")   # recipe names of ORT's QuantType.QInt8 and QuantType.QUInt8
@@ -33,6 +37,26 @@ def op_types(empty: str) -> Field:
 
 def nodes_to_exclude(what: str = "node names", example: str = "a sensitive classifier MatMul") -> Field:
     return Field("nodes_to_exclude", "list[str]", [], f"{what} to keep in float (e.g. {example})")
+
+
+@contextmanager
+def private_copy(folder: Path, near: Path) -> Iterator[Path]:
+    """`folder`'s files as hard links (copies across file systems) in a temp folder beside `near`.
+    ORT's dynamic quantizer writes <model>-inferred.onnx next to the model it is given: search
+    trials quantize one input folder at once, and must not meet there (nor write into a placed
+    target or a store object)."""
+    import os
+    import shutil
+    import tempfile   # here, not at load: quant_common is read by every task load
+
+    with tempfile.TemporaryDirectory(prefix=".mm-input-", dir=near) as tmp:
+        for f in folder.iterdir():
+            if f.is_file():
+                try:
+                    os.link(f, Path(tmp) / f.name)
+                except OSError:
+                    shutil.copy2(f, Path(tmp) / f.name)
+        yield Path(tmp)
 
 
 def quant_type(name: str):

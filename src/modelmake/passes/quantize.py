@@ -31,9 +31,9 @@ def run(ctx: StepContext) -> None:
     src = ctx.model_dir / onnxmeta.MODEL_FILE
     dst = ctx.out_dir / onnxmeta.MODEL_FILE
     ctx.log(f"quantizing ({cfg.weight_type}, per_channel={cfg.per_channel}, reduce_range={cfg.reduce_range})")
-    with onnxmeta.quiet_root_logger():
+    with onnxmeta.quiet_root_logger(), q.private_copy(ctx.model_dir, ctx.out_dir.parent) as own:
         quantize_dynamic(
-            src, dst,
+            own / onnxmeta.MODEL_FILE, dst,
             op_types_to_quantize=list(cfg.op_types) or None,
             per_channel=cfg.per_channel,
             reduce_range=cfg.reduce_range,
