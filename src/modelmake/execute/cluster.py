@@ -84,19 +84,25 @@ POLL_S = 0.5
 
 def _wait(c, future, label: str) -> Any:
     """The future's result; says once on which worker it runs (the live view shows that line
-    above the task's row)."""
+    above the task's row), or, for a step done before the first poll, on which it ran."""
     from modelmake.core.progress import say
 
     shown = False
     while True:
         try:
-            return future.result(timeout=POLL_S)
+            result = future.result(timeout=POLL_S)
         except TimeoutError:   # an OSError: caught before the caller's handler of a lost scheduler
             if not shown:
                 where = next((w for w, keys in c.processing().items() if future.key in keys), None)
                 if where is not None:
                     say(f"  {label}: running on {where}")
                     shown = True
+            continue
+        if not shown:   # done before a poll saw it running: the worker holding the result computed it
+            where = (c.who_has([future]).get(future.key) or [None])[0]
+            if where is not None:
+                say(f"  {label}: ran on {where}")
+        return result
 
 
 def run(address: str, fn: Callable, *args: Any, resources: dict[str, float] | None, label: str) -> Any:
