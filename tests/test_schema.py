@@ -39,7 +39,7 @@ def test_modelmake_schema_prints_it():
 
 
 def test_there_are_shipped_recipes():
-    assert len(RECIPES) == 9, RECIPES
+    assert len(RECIPES) == 12, RECIPES
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)

@@ -222,6 +222,7 @@ def package_step(lay: Layout, common: dict) -> PackageStep:
 
 def publish_step(lay: Layout, common: dict, steps: list[Step]) -> PublishStep:
     r = lay.recipe
+    # a decoder's model.onnx is nothing without its data file and config: it stays in its step's folder
     targets = (str(lay.base / "model.onnx"),) if lay.final_format == base.ONNX else ()
     needs = tuple(s.task for s in steps if isinstance(s, (EvalStep, PackageStep)))
     if not targets and not needs and steps:  # nothing to copy: the recipe is done when its last step is

@@ -92,9 +92,9 @@ def chain(r: Recipe, base_dir: Path, model_in: Path, fmt: str, tok: Path | None,
         p = passes.get(s.type)
         fmt = p.output_format
         formats.append(fmt)
-        integer = _computes_in_integers(p, integer)
+        integer = _computes_in_integers(p, s.config, integer)
         computes[str(out)] = integer
-        if fmt == base.HF:
+        if fmt in (base.HF, base.DECODER):   # both carry their tokenizer files
             tok = out
     return Layout(r, base_dir, model_in, data, list(outputs), formats, tok, fmt, step_tokenizers, integer=computes)
 
@@ -109,8 +109,8 @@ def trial_chain(lay: Layout, r: Recipe, base_dir: Path, outputs: list[Path]) -> 
     return out
 
 
-def _computes_in_integers(p: base.Pass, before: bool | None) -> bool | None:
+def _computes_in_integers(p: base.Pass, config: dict, before: bool | None) -> bool | None:
     """Whether a pass's output model computes in integers, given its input's (None: unknown)."""
-    if p.output_format != base.ONNX:
+    if p.output_format not in (base.ONNX, base.DECODER):
         return False
-    return {"float": False, "integer": True, "as-input": before}.get(p.computes)
+    return {"float": False, "integer": True, "as-input": before}.get(p.computes_for(config))

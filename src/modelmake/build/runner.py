@@ -305,6 +305,12 @@ def _run_package(step: PackageStep, store: Store) -> dict:
     key = step.key(folder_content, metrics)
 
     def build(folder: Path) -> None:
+        if step.model_task == "text-generation":
+            from modelmake.package import decoder
+
+            decoder.build_package(folder / "package.zip", _local(store, step.model, step.task), metrics,
+                                          {"recipe": step.recipe, "libraries": step.libraries})
+            return
         from modelmake import package  # zipfile, ONNX metadata: only when a package is made
 
         model = _local(store, step.model, step.task) / "model.onnx"

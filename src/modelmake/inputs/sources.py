@@ -159,6 +159,8 @@ def check_files(folder: Path) -> tuple[str, str] | None:
             problem = safetensors_problem(f)
         elif f.suffix == ".json":
             problem = json_problem(f)
+        elif f.suffix.lower() == ".gguf":
+            problem = gguf_problem(f)
         elif f.relative_to(folder).as_posix() == "model.onnx":  # what an ONNX model source is read as
             problem = onnx_problem(f)
         if problem:
@@ -211,6 +213,19 @@ def onnx_problem(path: Path) -> str | None:
         # the checker names the temp folder it read from; the user knows the file by its own name
         first = first.replace(str(path.parent) + "/", "").replace(str(path.parent), ".")
         return f"not a valid ONNX model: {first[:200]}"
+    return None
+
+
+def gguf_problem(path: Path) -> str | None:
+    """Why `path` is not a GGUF file (None when it looks like one): the magic and a version the
+    readers know; a cut copy is caught by the pinned sha256, not here."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8 or head[:4] != b"GGUF":
+        return "not a GGUF file (it does not start with the GGUF magic)"
+    version = int.from_bytes(head[4:8], "little")
+    if version not in (2, 3):
+        return f"GGUF version {version}; readers know versions 2 and 3"
     return None
 
 

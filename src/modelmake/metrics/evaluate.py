@@ -5,12 +5,9 @@ Functions only; the build graph decides when they run and where their results ar
 """
 from __future__ import annotations
 
-import json
 import math
 import numbers
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -149,14 +146,9 @@ def measure_memory(model_path: Path, tokenizer_dir: Path, texts: list[str], batc
     rows = [texts[i % len(texts)] for i in range(batch)]
     request = {"model": str(model_path), "tokenizer": str(tokenizer_dir), "rows": rows, "sequence": sequence,
                "threads": used, "settings": settings, "runs": MEMORY_RUNS}
-    # -P: the project folder (the working directory) stays off sys.path, so a module of the
-    # user's named like a library cannot stand in for it
-    proc = subprocess.run([sys.executable, "-P", "-m", "modelmake.metrics.memprobe"], input=json.dumps(request),
-                          capture_output=True, text=True, timeout=1800)
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"])[-1]
-        raise RuntimeError(f"memory probe of {model_path} failed: {last}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    from modelmake.metrics import memprobe
+
+    return memprobe.probe(request, str(model_path))
 
 
 def size_mb(model_path: Path) -> float:

@@ -132,6 +132,15 @@ class _Measuring:
         folder, tok = self.models[role]
         return self.local(folder, None) / "model.onnx", self.local(tok, TOKENIZER_FILES)
 
+    def folder(self, role: str) -> Path:
+        """A decoder's whole folder (model, its data file, genai_config.json, tokenizer), fetched
+        when it is elsewhere: call it inside a computation only."""
+        return self.local(self.models[role][0], None)
+
+    @property
+    def decoder(self) -> bool:
+        return self.e.model_task == "text-generation"
+
 
 def _quality(m: _Measuring) -> dict[str, dict]:
     """Accuracy and F1, stored per model: a property of the model and data alone."""
@@ -181,10 +190,42 @@ def _timings(m: _Measuring) -> dict[str, dict]:
     return m.stored(key, "latency", timings)
 
 
+def _perplexity(m: _Measuring) -> dict[str, dict]:
+    """A language model's perplexity on the test texts, per model: a property of the model and
+    data alone (and, for an integer model, of the host's int8 path)."""
+    if "perplexity" not in m.ev["metrics"]:
+        return {}
+    from modelmake.metrics import textgen
+
+    out = {}
+    for role in m.models:
+        key = m.key("perplexity", role, max_length=m.ev["max_length"], **m.arithmetic(role))
+        out[role] = m.stored(key, f"{role} perplexity", lambda role=role: textgen.measure_perplexity(
+            m.folder(role), m.texts, m.ev["max_length"]))
+    return out
+
+
+def _generation(m: _Measuring) -> dict[str, dict]:
+    """Time to first token and decode rate of every model, generated in turns in one run and
+    stored as one object keyed by all of them and by the host (as encoders' latency is)."""
+    if "generation" not in m.ev["metrics"]:
+        return {}
+    from modelmake.metrics import textgen
+
+    gen = m.ev["generation"]
+    key = m.key("generation", generation=gen, host=m.e.host,
+                models={role: folder_content(f) for role, (f, _) in m.models.items()})
+    return m.stored(key, "generation", lambda: textgen.time_generation(
+        {role: m.folder(role) for role in m.models}, m.texts, gen))
+
+
 def _memory(m: _Measuring) -> dict[str, dict]:
-    """Peak memory of each model's session at the latency batch, per model and host."""
+    """Peak memory of each model's session at the latency batch (a decoder's: loading it and one
+    generation), per model and host."""
     if "memory" not in m.ev["metrics"]:
         return {}
+    if m.decoder:
+        return _generation_memory(m)
     from modelmake.metrics import evaluate
 
     lat = m.ev["latency"]
@@ -198,9 +239,26 @@ def _memory(m: _Measuring) -> dict[str, dict]:
     return out
 
 
+def _generation_memory(m: _Measuring) -> dict[str, dict]:
+    from modelmake.metrics import textgen
+
+    gen = m.ev["generation"]
+    setup = {k: gen[k] for k in ("prompt_tokens", "new_tokens", "threads")}
+    out = {}
+    for role in m.models:
+        key = m.key("memory", role, memory=setup, host=m.e.host)
+        out[role] = m.stored(key, f"{role} memory", lambda role=role: textgen.measure_generation_memory(
+            m.folder(role), m.texts, gen))
+    return out
+
+
 def _size(m: _Measuring) -> dict[str, dict]:
     if "size" not in m.ev["metrics"]:
         return {}
+    if m.decoder:   # the model file, its external data and nothing else of the folder
+        from modelmake.metrics import textgen
+
+        return {role: {"size_mb": textgen.size_mb(m.local(m.models[role][0], None))} for role in m.models}
     from modelmake.metrics import evaluate
 
     return {role: {"size_mb": evaluate.size_mb(m.local(m.models[role][0], None) / "model.onnx")} for role in m.models}
@@ -227,8 +285,8 @@ def _custom(m: _Measuring) -> dict[str, dict]:
 
 # Each family measures what [evaluate] metrics asks of it and returns {role: {metric: value}}.
 # Another family is one more function here and a row in metrics/catalogue.FAMILIES.
-_FAMILIES: tuple[Callable[[_Measuring], dict[str, dict]], ...] = (_quality, _similarity, _timings, _memory, _size,
-                                                                       _custom)
+_FAMILIES: tuple[Callable[[_Measuring], dict[str, dict]], ...] = (_quality, _similarity, _timings, _perplexity,
+                                                                       _generation, _memory, _size, _custom)
 
 
 def measure(e: Evaluation, rows: Rows, keep: Keep, local: Local = as_is) -> dict[str, dict]:
@@ -243,7 +301,7 @@ def measure(e: Evaluation, rows: Rows, keep: Keep, local: Local = as_is) -> dict
 
 
 # per-model facts and interval bounds: a difference of them means nothing
-_NO_DELTA = ("samples", "runs", "threads", "latency_ms.p50_ci_low", "latency_ms.p50_ci_high")
+_NO_DELTA = ("samples", "runs", "threads", "latency_ms.p50_ci_low", "latency_ms.p50_ci_high", "perplexity_tokens")
 
 
 def combine(final: dict, baseline: dict | None) -> dict:
@@ -256,6 +314,10 @@ def combine(final: dict, baseline: dict | None) -> dict:
                 metrics[f"delta.{k}"] = final[k] - v
         if final.get("latency_ms.p50") and baseline.get("latency_ms.p50"):
             metrics["speedup_x.latency_p50"] = baseline["latency_ms.p50"] / final["latency_ms.p50"]
+        for timed in ("ttft_ms.p50", "decode_tokens_per_s"):   # a language model's speed-ups
+            if final.get(timed) and baseline.get(timed):
+                ratio = baseline[timed] / final[timed] if timed.startswith("ttft") else final[timed] / baseline[timed]
+                metrics[f"speedup_x.{timed.replace('.', '_')}"] = ratio
         if final.get("size_mb") and baseline.get("size_mb"):
             metrics["compression_x.size"] = baseline["size_mb"] / final["size_mb"]
     return dict(sorted(metrics.items()))

@@ -5,8 +5,8 @@ A plugin module adds its own passes by calling `register` when it is imported.
 """
 from __future__ import annotations
 
-from modelmake.passes import (export, finetune, fp16, fuse, int4, ort_optimize, quantize, script_fusion,
-                              session_tune, static_quantize)
+from modelmake.passes import (export, finetune, fp16, fuse, genai_build, gguf, int4, ort_optimize, quantize,
+                              script_fusion, session_tune, static_quantize)
 from modelmake.passes.base import Pass
 
 REGISTRY: dict[str, Pass] = {}
@@ -29,5 +29,5 @@ def get(type_name: str) -> Pass | None:
 
 
 for _module in (finetune, export, fuse, script_fusion, quantize, static_quantize, int4, fp16, ort_optimize,
-                session_tune):
+                session_tune, gguf, genai_build):
     register(_module.PASS)

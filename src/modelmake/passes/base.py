@@ -15,7 +15,8 @@ from typing import Any, Callable
 from modelmake.core.progress import say
 from modelmake.passes.fields import Field, PassConfig, check_declaration, config_class
 
-__all__ = ["ENTRY_FILE", "FORMAT_NAMES", "HF", "ONNX", "PYTORCH", "Field", "Pass", "PassConfig", "StepContext"]
+__all__ = ["DECODER", "ENTRY_FILE", "FORMAT_NAMES", "GGUF", "HF", "ONNX", "PYTORCH", "Field", "Pass", "PassConfig",
+           "StepContext"]
 
 # Model formats a step consumes or produces.
 HF = "hf"      # a Hugging Face folder: config.json, weights, tokenizer files
@@ -24,7 +25,11 @@ ONNX = "onnx"  # a folder holding model.onnx (metadata_props carry what later pa
 # naming the `module:function` that builds (torch.nn.Module, example inputs)
 PYTORCH = "pytorch"
 ENTRY_FILE = "modelmake-pytorch.json"
-FORMAT_NAMES = {HF: "Hugging Face", ONNX: "ONNX", PYTORCH: "PyTorch"}
+GGUF = "gguf"  # a folder holding one .gguf file (llama.cpp's format: weights, tokenizer, chat template)
+# a folder an onnxruntime-genai program loads: model.onnx (+ its external data) taking past
+# key/values, genai_config.json and the tokenizer files
+DECODER = "onnx-decoder"
+FORMAT_NAMES = {HF: "Hugging Face", ONNX: "ONNX", PYTORCH: "PyTorch", GGUF: "GGUF", DECODER: "ONNX decoder"}
 
 
 @dataclass(frozen=True)
@@ -55,8 +60,15 @@ class Pass:
     # metrics of integer models are keyed by the host's int8 path (docs/quantization.md), and this
     # lets the build decide that without reading a model whose files are still in the remote.
     computes: str = "unknown"
+    # (field, {value: computes}): what the output computes in follows that config key (e.g. a
+    # builder's precision), overriding `computes` for the values listed
+    computes_by: tuple[str, dict[str, str]] | None = None
     # its dataset fields' rows must carry labels (a dataset without `label` is refused at load)
     needs_labels: bool = False
+    # distributions it imports that modelmake's own install does not bring (an extra): a recipe
+    # using the pass is refused at load, in one line naming what to install, when one is missing
+    requires: tuple[str, ...] = ()
+    extra: str | None = None       # the modelmake extra that brings them (`pip install -e ".[llm]"`)
 
     def check(self) -> None:
         """Raises ValueError if the fields cannot make a typed config (see passes/fields.py)."""
@@ -80,6 +92,12 @@ class Pass:
     def libraries_for(self, config: dict[str, Any]) -> tuple[str, ...]:
         extra = tuple(d for f, v, dists in self.libraries_when if config.get(f) == v for d in dists)
         return tuple(self.libraries) + extra
+
+    def computes_for(self, config: dict[str, Any]) -> str:
+        if self.computes_by is not None:
+            key, table = self.computes_by
+            return table.get(config.get(key), self.computes)
+        return self.computes
 
     def run_function(self) -> Callable[["StepContext"], None]:
         module, _, func = self.run.partition(":")

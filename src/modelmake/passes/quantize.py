@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from modelmake.passes import quant_common as q
-from modelmake.passes.base import ONNX, Field, Pass, StepContext
+from modelmake.passes.base import ONNX, Pass, StepContext
 from modelmake.runtime import onnxmeta
 
 PASS = Pass(

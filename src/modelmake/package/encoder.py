@@ -1,8 +1,5 @@
-"""A deployable zip: model, tokenizer, inference config, metrics, a predict.py example, manifest.
-
-The zip is byte-for-byte reproducible from the same inputs (sorted entries, fixed times and
-permissions, fixed compression level), so its digest can serve as the build's identity.
-"""
+"""A classifier's or encoder's deployable zip: model, tokenizer, inference config, metrics, a
+predict.py example, manifest; byte-for-byte reproducible (package/archive.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,12 +9,10 @@ import zipfile
 from pathlib import Path
 
 from modelmake.core.textenc import TOKENIZER_FILES
+from modelmake.package.archive import LEVEL, dumps, entry
 from modelmake.metrics.catalogue import EMBEDDING_OUTPUTS
 from modelmake.runtime import onnxmeta
 from modelmake.runtime.sessions import settings_of
-
-_DATE = (1980, 1, 1, 0, 0, 0)
-_LEVEL = 6
 
 PREDICT_PY = '''\
 """Run this package's model on texts: python predict.py "a great movie" "a dull one"
@@ -143,11 +138,6 @@ def predict_script(text_pair: bool = False) -> str:
     return script
 
 
-def _dumps(obj) -> bytes:
-    return (json.dumps(obj, sort_keys=True, separators=(",", ": "), indent=1, ensure_ascii=False)
-            + "\n").encode("utf-8")
-
-
 def _tokenizer_block(tokenizer_dir: Path) -> dict:
     from tokenizers import Tokenizer
 
@@ -216,14 +206,6 @@ def _embedding_block(outputs: list[dict], props: dict[str, str]) -> dict:
                           {"true": True, "false": False}.get(props.get(onnxmeta.NORMALIZE, ""))}}
 
 
-def _entry(name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=_DATE)
-    info.create_system = 3  # Unix, so the permission bits below are honoured on extraction
-    info.external_attr = 0o100644 << 16
-    info.compress_type = zipfile.ZIP_DEFLATED
-    return info
-
-
 def build_package(out_zip: Path, model_onnx: Path, tokenizer_dir: Path, metrics: dict,
                   inference_config: dict, extra_manifest: dict) -> None:
     """Write the package zip atomically; `inference_config` gets a tokenizer block if it lacks one."""
@@ -236,8 +218,8 @@ def build_package(out_zip: Path, model_onnx: Path, tokenizer_dir: Path, metrics:
     config.setdefault("tokenizer", _tokenizer_block(tokenizer_dir))
     files: dict[str, bytes] = {
         "model.onnx": Path(model_onnx).read_bytes(),
-        "inference_config.json": _dumps(config),
-        "metrics.json": _dumps(metrics),
+        "inference_config.json": dumps(config),
+        "metrics.json": dumps(metrics),
         "predict.py": predict_script(bool(config.get("text_pair"))).encode("utf-8"),
         "README.txt": (README_EMBEDDINGS_TXT if "embedding" in config else README_TXT).encode("utf-8"),
     }
@@ -247,14 +229,14 @@ def build_package(out_zip: Path, model_onnx: Path, tokenizer_dir: Path, metrics:
     manifest = dict(extra_manifest)
     manifest["files"] = {name: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
                          for name, data in sorted(files.items())}
-    files["manifest.json"] = _dumps(manifest)
+    files["manifest.json"] = dumps(manifest)
 
     tmp = out_zip.with_name(f".{out_zip.name}.{os.getpid()}.tmp")
     try:
         with zipfile.ZipFile(tmp, "w") as zf:
             for name in sorted(files):
-                zf.writestr(_entry(name), files[name], compress_type=zipfile.ZIP_DEFLATED,
-                            compresslevel=_LEVEL)
+                zf.writestr(entry(name), files[name], compress_type=zipfile.ZIP_DEFLATED,
+                            compresslevel=LEVEL)
         os.replace(tmp, out_zip)
     finally:
         tmp.unlink(missing_ok=True)
