@@ -4,7 +4,9 @@
 
 1. Builds each recipe of recipes/ (or the ones named) with the real `doit` CLI in a scratch
    project. With a fresh store (the default) every build time is a cold one; recipes that share
-   a prefix (the same fine-tuning) share its result, as they would for a user.
+   a prefix (the same fine-tuning) share its result, as they would for a user. Text-generation
+   recipes (model.task = "text-generation": the smollm2 decoders) are left out, and refused when
+   named: benchmarks/llm.py builds and times those, with llama.cpp beside them.
 2. Quality and size come from each recipe's metrics.json (they do not depend on the host).
 3. Latency and throughput of all final models are measured again here, *interleaved*: every
    round runs each model in turn, so load from other processes on a shared machine falls on all
@@ -27,6 +29,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE = "bert-fp32"
+TEXT_GENERATION = "text-generation"   # decoders: benchmarks/llm.py times them
 
 
 def build(project: Path, recipe: str, env: dict) -> float:
@@ -90,7 +93,7 @@ def interleaved_latency(models: dict[str, tuple[Path, Path]], rounds: int, per_r
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("recipes", nargs="*", help="recipes to compare (default: all in recipes/)")
+    ap.add_argument("recipes", nargs="*", help="recipes to compare (default: all in recipes/ but text-generation ones)")
     ap.add_argument("--workdir", type=Path, help="scratch project folder (default: a temp folder, removed after)")
     ap.add_argument("--store", type=Path, help="store to use (default: a fresh one in the scratch project: cold builds)")
     ap.add_argument("--rounds", type=int, default=30)
@@ -99,7 +102,13 @@ def main() -> int:
     ap.add_argument("--throughput-batch", type=int, default=32)
     args = ap.parse_args()
 
-    recipes = args.recipes or sorted(p.stem for p in (REPO / "recipes").glob("*.toml"))
+    from modelmake.inputs.recipe import load_recipes
+
+    tasks = {name: r.task for name, r in load_recipes(REPO / "recipes", REPO).items()}
+    decoders = [r for r in args.recipes if tasks.get(r) == TEXT_GENERATION]
+    if decoders:
+        sys.exit(f"{', '.join(decoders)}: text-generation recipes are timed by benchmarks/llm.py, not here")
+    recipes = args.recipes or sorted(name for name, task in tasks.items() if task != TEXT_GENERATION)
     project = args.workdir or Path(tempfile.mkdtemp(prefix="modelmake-recipes-"))
     (project / "recipes").mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dodo.py", project)

@@ -184,3 +184,11 @@ def test_a_builder_setting_that_cannot_load_is_refused_before_building(tmp_path)
     run = doit(project, "pass:tiny-int4/decoder")
     assert run.rc != 0
     assert "symmetric = false needs shared_embeddings = false" in run.out + run.err
+
+
+def test_init_says_where_a_language_model_recipe_starts(tmp_path):
+    (tmp_path / "recipes").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "modelmake.commands.cli", "init", "lm", "--model", "models/x.gguf"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 2 and "copy recipes/smollm2-int8.toml" in proc.stderr, proc
+    assert not (tmp_path / "recipes" / "lm.toml").exists()

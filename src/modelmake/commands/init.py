@@ -263,7 +263,7 @@ def main(command: str = "init", argv: list[str] | None = None) -> int:
     ap.add_argument("name", help="the recipe's name (recipes/NAME.toml)")
     ap.add_argument("--model", required=True, help="a Hugging Face folder, an ONNX model, or a hub id (org/name)")
     ap.add_argument("--task", choices=TASKS, help="what the model outputs (default: what the model says, "
-                    "else text-classification)")
+                    "else text-classification; text-generation is not written by init yet)")
     ap.add_argument("--data", nargs="+", metavar="FILE", help="a labelled .csv/.tsv/.jsonl file (a fifth held out "
                     "for evaluation), or a train file and a test file")
     ap.add_argument("--precision", choices=PRECISIONS, default="int8", help="int8 (default), int4 or fp16")
@@ -273,6 +273,10 @@ def main(command: str = "init", argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if name_from(args.name) != args.name:
         print(f"error: {args.name}: recipe names use a-z, 0-9, '-' and '_'", file=sys.stderr)
+        return 2
+    if args.task == "text-generation" or args.model.lower().endswith(".gguf"):
+        print("error: init writes recipes of classifiers and encoders; for a language model copy "
+              "recipes/smollm2-int8.toml (a GGUF file) and set its model", file=sys.stderr)
         return 2
     try:
         path, name = destination(args.output or f"recipes/{args.name}.toml", args.name)

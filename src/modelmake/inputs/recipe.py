@@ -355,15 +355,15 @@ def _generation(t: Table) -> dict[str, Any]:
 def _check_task_metrics(t: Table, ev: dict[str, Any], task: str) -> None:
     """Metrics the model's task can have: no accuracy without a classifier, no similarity without
     a baseline to compare with, no per-token numbers of an encoder."""
-    for m in ev["metrics"]:
-        if m not in catalogue.TASK_FAMILIES[task]:
-            raise RecipeError(t.file, t.key("metrics"), f"{m!r} is not measured for model.task {task!r} "
-                              f"(it has: {', '.join(catalogue.TASK_FAMILIES[task])})")
     if task == "feature-extraction":
         for m in ev["metrics"]:
             if m in catalogue.CLASSIFIER_ONLY:
                 raise RecipeError(t.file, t.key("metrics"), f"{m!r} needs a classifier, and model.task is {task!r} "
                                   "(the model outputs embeddings); measure 'similarity' against a baseline instead")
+    for m in ev["metrics"]:
+        if m not in catalogue.TASK_FAMILIES[task]:
+            raise RecipeError(t.file, t.key("metrics"), f"{m!r} is not measured for model.task {task!r} "
+                              f"(it has: {', '.join(catalogue.TASK_FAMILIES[task])})")
     for m in ev["metrics"]:
         if m in catalogue.COMPARED and ev["baseline"] is None and ev["baseline_recipe"] is None:
             raise RecipeError(t.file, t.key("metrics"), f"{m!r} compares the model's outputs with a baseline's; set "
