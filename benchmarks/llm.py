@@ -305,7 +305,8 @@ def main() -> int:
     sequences = decoder.token_ids(folders[BASELINE], texts, max_length)
     prompt = decoder.prompt_ids(folders[BASELINE], texts, prompt_n)
     for r in RECIPES[1:]:
-        if decoder.prompt_ids(folders[r], texts, prompt_n) != prompt or decoder.token_ids(folders[r], texts, max_length) != sequences:
+        if (decoder.prompt_ids(folders[r], texts, prompt_n) != prompt
+                or decoder.token_ids(folders[r], texts, max_length) != sequences):
             say(f"note: {r}'s tokenizer gives other ids than {BASELINE}'s")
     have_llama = llama_available()
     notes = []
@@ -330,11 +331,11 @@ def main() -> int:
         n_ctx = max(max_length, *(len(ids) + COMPLETION_TOKENS for ids in chat_ids.values()))
         say(f"perplexity of {LLAMA} ({len(texts)} texts) ...")
         llm = llama(gguf, args.threads, n_ctx, logits_all=True)
-        same = [llm.tokenize(t.encode("utf-8"), add_bos=False, special=False) == tok.encode(t, add_special_tokens=False).ids
-                for t in texts]
-        chat_same = all(llm.tokenize(("" if llm.token_bos() is None else tok.id_to_token(llm.token_bos()))
-                                     .encode("utf-8") + chats[p].encode("utf-8"), add_bos=False, special=True)
-                        == chat_ids[p] for p in PROMPTS)
+        same = [llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)
+                == tok.encode(t, add_special_tokens=False).ids for t in texts]
+        head = tok.id_to_token(llm.token_bos()) if llm.token_bos() >= 0 else ""
+        chat_same = all(llm.tokenize((head + chats[p]).encode("utf-8"), add_bos=False, special=True) == chat_ids[p]
+                        for p in PROMPTS)
         first_diff = next((t for t, s in zip(texts, same) if not s), None)
         tokenizer_check = (f"llama.cpp's tokenizer (the GGUF's vocabulary) gives the same ids as the decoder's "
                            f"tokenizer.json for {sum(same)} of {len(texts)} test texts"
@@ -383,12 +384,14 @@ def main() -> int:
     print(f"date: {time.strftime('%Y-%m-%d %H:%M %Z')}; {versions()}; Python {sys.version.split()[0]}")
     if system_info:
         print(f"llama.cpp system info: {system_info}")
-    loads = [x for n in speed for x in speed[n]['load']]
-    print(f"load average (1 min): {load_start[0]:.2f} at the start, {min(loads):.2f}-{max(loads):.2f} during the "
-          f"timed rounds, {load_end[0]:.2f} at the end ({os.cpu_count()} cores)")
-    if max(loads + [load_start[0]]) > 0.75 * (os.cpu_count() or 1):
-        print("note: the machine was busy with other work (load above 3/4 of the cores): absolute times are "
-              "pessimistic; the interleaved rounds spread that load over all models alike, so ratios hold better")
+    loads = speed[names[0]]["load"]
+    cores = os.cpu_count() or 1
+    print(f"load average (1 min): {load_start[0]:.2f} before the builds, {min(loads):.2f}-{max(loads):.2f} during the "
+          f"timed rounds (this benchmark's own {args.threads} threads included), {load_end[0]:.2f} at the end "
+          f"({cores} cores)")
+    if load_start[0] > 0.75 * cores or max(loads) - args.threads > 0.5 * cores:
+        print("note: the machine was busy with other work (load beyond this benchmark's threads): absolute times "
+              "are pessimistic; the interleaved rounds spread that load over all models alike, so ratios hold better")
     print(f"threads: {args.threads} for every model (onnxruntime-genai intra_op_num_threads via og.Config overlay; "
           f"llama.cpp n_threads = n_threads_batch); perplexity runs with the same threads.")
     print(f"onnxruntime-genai's default without a setting: {decoder.default_threads()} thread(s) on this host "
@@ -459,8 +462,10 @@ def main() -> int:
                         - ppl[r]["perplexity"]) < 1e-6 * ppl[r]["perplexity"]]
     print(f"perplexity here ({args.threads} threads) equals the eval step's to 1e-6 for: {', '.join(same_ppl) or 'none'}")
 
-    print(f"\ngreedy completions ({COMPLETION_TOKENS} new tokens at most, the chat template with one user message; "
-          "ONNX: decoder.complete; llama.cpp: the same prompt ids, argmax until EOS):")
+    print(f"\ngreedy completions ({COMPLETION_TOKENS} new tokens at most) of the chat template with one user "
+          "message (its tokens exactly: the template starts with the bos token <|im_start|>, which decoder.complete "
+          "puts first); ONNX: decoder.complete; llama.cpp: the same prompt ids, argmax until EOS. "
+          "[loops]: some 3-word phrase occurs 3 times or more:")
     for p in PROMPTS:
         print(f"\nprompt: {p!r}")
         for n in names:

@@ -115,7 +115,8 @@ def test_the_package_streams_a_completion_from_its_unzipped_folder(built, tmp_pa
     assert set(manifest["files"]) == names - {"manifest.json"}
     shipped = json.loads((tmp_path / "pkg" / "metrics.json").read_text())
     assert "perplexity" in shipped and "ttft_ms.p50" not in shipped   # host-dependent timings stay out
-    proc = subprocess.run([sys.executable, str(tmp_path / "pkg" / "generate.py"), "The robot", "--max-new-tokens", "5"],
+    proc = subprocess.run([sys.executable, str(tmp_path / "pkg" / "generate.py"), "The robot", "--max-new-tokens", "5",
+                           "--threads", "1"],
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("The robot") and len(proc.stdout.strip()) > len("The robot")
@@ -178,12 +179,16 @@ def test_a_file_that_is_not_gguf_fails_its_source_in_one_line(tmp_path):
     assert "tiny.gguf: not a GGUF file (it does not start with the GGUF magic)" in run.out + run.err
 
 
-def test_a_builder_setting_that_cannot_load_is_refused_before_building(tmp_path):
-    project = make_llm_project(tmp_path / "p", {"tiny-int4": recipes("symmetric = false")["tiny-int4"].replace(
+@pytest.mark.parametrize("setting, message", [
+    ("symmetric = false", "symmetric = false needs shared_embeddings = false"),
+    ('int8_layers = ["last_matmul"]', "int8_layers with 'last_matmul' needs method = 'rtn' or 'k_quant'"),
+])
+def test_a_builder_setting_that_cannot_load_is_refused_before_building(tmp_path, setting, message):
+    project = make_llm_project(tmp_path / "p", {"tiny-int4": recipes(setting)["tiny-int4"].replace(
         'baseline_recipe = "tiny-fp32"\n', '').split("\n[[evaluate.goal]]")[0]})
     run = doit(project, "pass:tiny-int4/decoder")
     assert run.rc != 0
-    assert "symmetric = false needs shared_embeddings = false" in run.out + run.err
+    assert message in run.out + run.err
 
 
 def test_init_says_where_a_language_model_recipe_starts(tmp_path):

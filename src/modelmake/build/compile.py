@@ -23,6 +23,7 @@ from modelmake.passes import base
 SOURCE_VERSION = 1
 EVAL_VERSION = 1
 PACKAGE_VERSION = 2   # 2: predict.py and inference_config.json know feature-extraction
+DECODER_PACKAGE_VERSION = 1   # a language model's zip (package/decoder.py, its generate.py)
 EVAL_LIBRARIES = ("onnxruntime", "tokenizers")
 PACKAGE_LIBRARIES = ("torch", "transformers", "onnx", "onnxruntime")
 
@@ -214,7 +215,8 @@ def _evaluation_place(project: Project, custom_files: dict) -> tuple:
 def package_step(lay: Layout, common: dict) -> PackageStep:
     r = lay.recipe
     return PackageStep(
-        task=f"package:{r.name}", **common, package=r.package, model_task=r.task, version=PACKAGE_VERSION,
+        task=f"package:{r.name}", **common, package=r.package, model_task=r.task,
+        version=DECODER_PACKAGE_VERSION if r.task == "text-generation" else PACKAGE_VERSION,
         libraries=digest.library_versions(PACKAGE_LIBRARIES), model=str(lay.final), tokenizer=str(lay.tokenizer),
         metrics=str(lay.base / "metrics.json") if r.evaluate else None, out=str(lay.base / "package.zip"),
         text_pair=any(isinstance(r.data[d]["text"], list) for d in used_datasets(r).values()))

@@ -5,6 +5,7 @@ bars nest into that display instead of starting a second one that would fight it
 """
 from __future__ import annotations
 
+import io
 import os
 import sys
 import threading
@@ -130,20 +131,19 @@ def bar(desc: str, total: int) -> Iterator[Bar]:
 
 
 @contextmanager
-def library_output_held() -> Iterator["io.StringIO"]:
+def library_output_held() -> Iterator[io.StringIO]:
     """What libraries print (tqdm bars per tensor, per-layer chatter of a converter or builder)
     held in a buffer instead of flooding the build's output; the step shows its tail when the
     library fails. tqdm picks sys.stderr when a bar is created, so swapping the streams is enough
     (its TQDM_DISABLE variable is read once, at import)."""
     import contextlib
-    import io
 
     held = io.StringIO()
     with contextlib.redirect_stdout(held), contextlib.redirect_stderr(held):
         yield held
 
 
-def tail(held: "io.StringIO", lines: int = 3) -> str:
+def tail(held: io.StringIO, lines: int = 3) -> str:
     """The last lines of held output, joined for a one-line error (bars' carriage returns split)."""
     found = [ln.strip() for ln in held.getvalue().replace("\r", "\n").splitlines() if ln.strip()]
     return " | ".join(found[-lines:])

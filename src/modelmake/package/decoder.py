@@ -12,11 +12,13 @@ from pathlib import Path
 
 from modelmake.package.archive import LEVEL, dumps, entry
 
+# a change of what a package holds (this script included) is a new build/compile.DECODER_PACKAGE_VERSION
 GENERATE_PY = '''\\
 """Stream a completion of this package's language model: python generate.py "Once upon a time"
 
 Options: --max-new-tokens N (default 64), --chat (wrap the prompt in the model's chat template as
-a user message), --sample (sample instead of greedy decoding).
+a user message), --sample (sample instead of greedy decoding), --threads N (ONNX Runtime threads;
+default: genai_config.json's, else onnxruntime-genai's own choice of half the hardware threads).
 Needs onnxruntime-genai (pip install onnxruntime-genai); run it from anywhere, it finds its files
 beside it.
 """
@@ -36,8 +38,13 @@ def main(argv):
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--chat", action="store_true")
     ap.add_argument("--sample", action="store_true")
+    ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
-    model = og.Model(str(HERE))
+    config = og.Config(str(HERE))
+    if args.threads > 0:
+        options = {"model": {"decoder": {"session_options": {"intra_op_num_threads": args.threads}}}}
+        config.overlay(json.dumps(options))
+    model = og.Model(config)
     tokenizer = og.Tokenizer(model)
     prompt = args.prompt
     if args.chat:

@@ -28,8 +28,9 @@ PASS = Pass(
               "2 fp16, 1 fp32", choices=(1, 2, 3, 4), when=INT4),
         Field("symmetric", "bool", True, "signed int4 without zero points; false adds a zero point per block "
               "(and needs shared_embeddings = false)", when=INT4),
-        Field("method", "str", "default", "how blocks are rounded: 'default'/'rtn' round to nearest, 'k_quant' "
-              "searches each block's scale as llama.cpp's k-quants do", choices=("default", "rtn", "k_quant"),
+        Field("method", "str", "default", "how blocks are rounded: 'default'/'rtn' round to nearest ('rtn' "
+              "names nodes so that int8_layers can share the tied LM head), 'k_quant' searches each block's "
+              "scale as llama.cpp's k-quants do (4-6x slower to build)", choices=("default", "rtn", "k_quant"),
               when=INT4),
         Field("int8_layers", "list[str]", [], "MatMul groups kept at int8 inside the int4 model: 'last_matmul' "
               "(the LM head), 'mixed_layers' (llama.cpp's sensitive layers: first and last eighth, every third "
@@ -75,6 +76,10 @@ def run(ctx: StepContext) -> None:
         # onnxruntime-genai 0.18 writes a model that fails to load (uint8 vs float at embed_tokens/Reshape)
         raise BuilderError("symmetric = false needs shared_embeddings = false (the builder's shared uint4 "
                            "embeddings do not load in onnxruntime-genai 0.18)")
+    if cfg.precision == "int4" and "last_matmul" in cfg.int8_layers and cfg.method == "default" and cfg.shared_embeddings:
+        # 0.18 names the tied int8 head as its rtn quantizer would and the default one does not
+        raise BuilderError("int8_layers with 'last_matmul' needs method = 'rtn' or 'k_quant' (with method = "
+                           "'default' and shared embeddings onnxruntime-genai 0.18 writes a model that does not load)")
     opts = options(cfg)
     ctx.log(f"building a {cfg.precision} decoder ({', '.join(opts)})")
     import logging
