@@ -202,7 +202,7 @@ def test_baseline_recipe_is_measured_and_built_first(project):
 @pytest.mark.parametrize("value, extra, hint", [
     ('"nope"', "", "unknown recipe 'nope'"),
     ('"tiny"', "", "names this recipe"),
-    ('"hf"', "", "must be ONNX"),
+    ('"hf"', "", "a baseline must be an ONNX model"),
     ('"tiny-fp32"', 'baseline = "export"\n', "not both"),
 ])
 def test_bad_baseline_recipe_is_one_line(project, value, extra, hint):

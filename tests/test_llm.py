@@ -161,6 +161,15 @@ def test_recipe_mistakes_of_a_language_model_are_one_line(tmp_path):
         tmp_path, base + '\n[search]\n[search.space]\n"decoder.precision" = ["fp32", "int8"]\n')
 
 
+def test_a_folder_holding_a_gguf_file_is_a_gguf_model(tmp_path):
+    from buildkit import parse_text
+
+    (tmp_path / "models" / "lm").mkdir(parents=True)
+    tiny_llama_gguf(tmp_path / "models" / "lm" / "tiny.gguf")
+    recipe = parse_text(tmp_path, recipes()["tiny-fp32"].replace('path = "models/tiny.gguf"', 'path = "models/lm"'))
+    assert recipe.model_format == "gguf"
+
+
 def test_a_missing_extra_is_named_when_the_recipe_loads(tmp_path, monkeypatch):
     from modelmake.core import digest
 

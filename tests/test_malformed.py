@@ -35,6 +35,7 @@ from buildkit import BARE, REPO, recipe_text, to_toml
 from modelmake import passes as registry
 from modelmake.build.graph import dodo_namespace
 from modelmake.inputs.recipe import EVAL_METRICS, NAME_RE
+from modelmake.metrics.catalogue import TASK_FAMILIES
 from tinymodel import make_tiny_reviews_csv
 
 BASE_TEXT = recipe_text()
@@ -507,7 +508,8 @@ def valid_value(path: tuple, kind: str):
         return st.booleans()
     if kind == "list[str]":
         if path == ("evaluate", "metrics"):  # similarity needs a baseline, which a mutation may drop
-            return st.lists(st.sampled_from([m for m in EVAL_METRICS if m != "similarity"]), max_size=5)
+            return st.lists(st.sampled_from([m for m in TASK_FAMILIES["text-classification"] if m != "similarity"]),
+                            max_size=5)
         return st.lists(st.text(max_size=8), max_size=3)
     if path in (("description",), ("data", "reviews", "text"), ("data", "reviews", "label", "column"),
                 ("data", "reviews", "split", "by")):

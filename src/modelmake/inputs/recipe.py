@@ -83,7 +83,7 @@ EVALUATE = _declare(
     Field("baseline_recipe", "str", None, "instead of baseline: another recipe's final model (ONNX)"),
     Field("max_samples", "int", 0, "evaluate on a seeded subset of the test split; 0 = all of it", min=0),
     Field("batch_size", "int", 32, "rows per inference batch for accuracy", min=1),
-    Field("max_length", "int", 128, "tokens per text for accuracy", min=8, max=4096),
+    Field("max_length", "int", 128, "tokens per text for accuracy and perplexity (the bos token included)", min=8, max=4096),
     Field("on_goal_failure", "str", "fail", "'fail': an unmet goal fails the eval task; 'warn': it prints a "
           "warning and the build goes on", choices=goals.ON_FAILURE))
 LATENCY = _declare(
@@ -217,6 +217,10 @@ def _local_format(rel: str, root: Path | None) -> str:
     if rel.lower().endswith(".onnx") and not (root is not None and (root / rel).is_dir()):
         return base.ONNX
     if _is_gguf(rel) and not (root is not None and (root / rel).is_dir()):
+        return base.GGUF
+    folder = root / rel if root is not None else None
+    if folder is not None and folder.is_dir() and not (folder / "config.json").is_file() \
+            and any(folder.glob("*.gguf")):   # a folder holding a GGUF file (gguf-to-hf wants exactly one)
         return base.GGUF
     if root is not None and (root / rel / "model.onnx").is_file():
         return base.ONNX
@@ -594,8 +598,8 @@ def _check_flow(r: Recipe, fmt: str, shown: str) -> None:
     want = measured_format(r.task)
     if (r.evaluate or r.package) and fmt != want:
         fix = "add a genai-builder pass" if want == base.DECODER else "add an onnx-export pass"
-        raise RecipeError(shown, "evaluate" if r.evaluate else "package",
-                          f"needs {_a(_fmt(want))} model for model.task {r.task!r}; {fix}")
+        task = f" for model.task {r.task!r}" if want == base.DECODER else ""
+        raise RecipeError(shown, "evaluate" if r.evaluate else "package", f"needs {_a(_fmt(want))} model{task}; {fix}")
 
 
 def measured_format(task: str) -> str:
