@@ -215,3 +215,27 @@ def test_imported_recipe_builds_on_the_tiny_model(project, monkeypatch, capsys):
     assert {"accuracy", "f1", "latency_ms.mean", "baseline.accuracy"} <= set(metrics)
     assert metrics["goals"]["passed"] is True
     assert (project / "artifacts/built/package.zip").is_file()
+
+
+def test_model_builder_config_becomes_a_language_model_recipe_that_builds(tmp_path, monkeypatch, capsys):
+    from llmkit import tiny_llama_hf
+
+    project = tmp_path / "p"
+    (project / "recipes").mkdir(parents=True)
+    (project / "dodo.py").write_text((Path(__file__).resolve().parents[1] / "dodo.py").read_text())
+    tiny_llama_hf(project / "models" / "lm")
+    config = {"input_model": {"type": "HfModel", "model_path": "models/lm", "task": "text-generation-with-past"},
+              "passes": {"builder": {"type": "ModelBuilder", "precision": "int4", "int4_block_size": 64,
+                                     "int4_accuracy_level": "int8", "exclude_lm_head": True}},
+              "evaluators": {"e": {"metrics": [{"name": "latency", "type": "latency"}]}}, "evaluator": "e",
+              "packaging_config": {"type": "Zipfile"}}
+    rc, _, warnings = run(project, monkeypatch, capsys, write(project, "llm.json", config))
+    assert rc == 0, warnings
+    r = parse_recipe(project / "recipes/llm.toml")
+    assert r.task == "text-generation"
+    assert [(s.type, s.config["precision"], s.config["block_size"], s.config["accuracy_level"]) for s in r.steps] == [
+        ("genai-builder", "int4", 64, 4)]
+    assert any("exclude_lm_head" in w for w in warnings) and any("evaluators" in w for w in warnings), warnings
+    built = doit(project, "optimize:llm")
+    assert built.rc == 0, built
+    assert (project / "artifacts/llm/package.zip").is_file()

@@ -135,9 +135,11 @@ def _model(cfg: dict, paths: Paths, unmapped: Unmapped) -> ModelInfo:
     export: dict[str, Any] = {}
     task = k.take("task", "text-classification")
     model_config: dict = {}
-    if task not in ("text-classification", "feature-extraction"):
-        k.report("task", f"{shown(task)} not mapped (modelmake builds text classifiers and feature extractors); "
-                         "wrote text-classification")
+    if task == "text-generation-with-past":   # Optimum's name for a decoder exported with its cache
+        task = "text-generation"
+    if task not in ("text-classification", "feature-extraction", "text-generation"):
+        k.report("task", f"{shown(task)} not mapped (modelmake builds text classifiers, feature extractors and "
+                         "text generators); wrote text-classification")
         task = "text-classification"
     if kind in ("hfmodel", "pytorchmodel") and (k.has("model_path") or k.has("hf_config")) and not k.has("model_loader"):
         hf = Keys(k.take("hf_config") or {}, "input_model.hf_config", unmapped)
@@ -477,7 +479,7 @@ def translate(config: dict, config_path: Path, root: Path, recipe_name: str,
         if isinstance(pvalue, list):
             if len(pvalue) > 1:
                 unmapped.add(f"passes.{pname}", f"{len(pvalue)} alternatives for Olive's search; took the first "
-                             "(modelmake has no search yet)")
+                             "(the import does not translate Olive's search; a [search] table can: docs/search.md)")
             pvalue = pvalue[0] if pvalue else {}
         pk = Keys(_flat(pvalue), f"passes.{pname}", unmapped)
         ptype = str(pk.take("type", ""))
@@ -506,7 +508,10 @@ def translate(config: dict, config_path: Path, root: Path, recipe_name: str,
     found = _evaluator(config, engine)
     for key in ("evaluators", "evaluator"):
         top.take(key)
-    if found is not None:
+    if found is not None and model.task == "text-generation":
+        unmapped.add("evaluators", "not mapped for a text-generation model: add [evaluate] with perplexity and "
+                     "generation on a text dataset (docs/recipes.md, language models)")
+    elif found is not None:
         ev = _evaluate(found, datasets, baseline, unmapped)
 
     package = None
@@ -525,7 +530,8 @@ def translate(config: dict, config_path: Path, root: Path, recipe_name: str,
 
     search = top.take("search_strategy", engine.get("search_strategy"))
     if search not in (None, False):
-        unmapped.add("search_strategy", "not mapped (modelmake has no search yet; each searchable setting takes "
+        unmapped.add("search_strategy", "not mapped (the import does not translate Olive's search into a [search] "
+                     "table, docs/search.md; each searchable setting takes "
                      "the value written in its step)")
     _systems(config, unmapped)
     top.take("systems")

@@ -24,7 +24,7 @@ _COMMON = {"save_as_external_data": (False, "modelmake writes one .onnx file"),
            "external_data_name": (None, "modelmake writes one .onnx file"),
            "size_threshold": (1024, "modelmake writes one .onnx file"),
            "convert_attribute": (False, "modelmake writes one .onnx file"),
-           "disable_search": ((True, False), "modelmake has no search yet"),
+           "disable_search": ((True, False), "the import does not translate Olive's search"),
            "host": (None, "steps run where the build runs"),
            "evaluator": (None, "modelmake evaluates the final model only"),
            "output_name": (None, "each step's output is artifacts/<recipe>/steps/<step>/"),
@@ -243,6 +243,40 @@ def int4(k: Keys, ctx: Context, default_block: int) -> list[Step]:
                                        "Q/K/V weights in float (docs/quantization.md)"])]
 
 
+def model_builder(k: Keys, ctx: Context) -> list[Step]:
+    """ModelBuilder (onnxruntime-genai's builder, as genai-builder wraps it): a language model."""
+    cfg: dict[str, Any] = {}
+    precision = str(k.take("precision", "int4")).lower()
+    if precision not in ("fp32", "int8", "int4"):
+        k.report("precision", f"{shown(precision)} not mapped (fp32, int8 and int4 run on the CPU); wrote fp32")
+        precision = "fp32"
+    cfg["precision"] = precision
+    block, level = k.take("int4_block_size"), k.take("int4_accuracy_level")
+    symmetric = k.take("int4_is_symmetric")
+    if precision == "int4":
+        if block is not None:
+            cfg["block_size"] = int(block)
+        if level is not None:
+            cfg["accuracy_level"] = _ACCURACY_LEVEL.get(str(level).lower(), level)
+        if symmetric is not None:
+            cfg["symmetric"] = bool(symmetric)
+            if not symmetric:   # onnxruntime-genai 0.18 cannot load uint4 shared embeddings
+                cfg["shared_embeddings"] = False
+    else:
+        for key, v in (("int4_block_size", block), ("int4_accuracy_level", level), ("int4_is_symmetric", symmetric)):
+            if v is not None:
+                k.report(key, f"only used with precision int4 (this pass builds {precision})")
+    for key in ("exclude_embeds", "exclude_lm_head", "metadata_only", "enable_cuda_graph"):
+        if k.take(key):
+            k.report(key, "not mapped (genai-builder writes the whole model, for the CPU)")
+    if k.take("search"):
+        k.report("search", "not mapped (genai_config.json keeps the builder's search defaults; the evaluation "
+                           "decodes greedily)")
+    k.finish({**_COMMON})
+    return [Step("genai-builder", cfg, comment=["onnxruntime-genai's model builder: an ONNX decoder with its "
+                                                "key/value cache, genai_config.json and the tokenizer"])]
+
+
 def float16(k: Keys, ctx: Context) -> list[Step]:
     cfg: dict[str, Any] = {"keep_io_types": bool(k.take("keep_io_types", False))}
     notes = {} if cfg["keep_io_types"] else {"keep_io_types": "Olive's default; true keeps callers feeding fp32"}
@@ -356,6 +390,7 @@ PASSES: dict[str, Callable[[Keys, Context], list[Step]]] = {
     "ortsessionparamstuning": session_tuning,
     "ortperftuning": session_tuning,   # its name before Olive 0.7
     "lora": lora,
+    "modelbuilder": model_builder,
 }
 
 # the table docs/migrating-from-olive.md shows
@@ -364,4 +399,4 @@ PASS_NAMES = {"OnnxConversion": "onnx-export", "OrtTransformersOptimization": "o
               "OnnxDynamicQuantization": "dynamic-int8", "OnnxStaticQuantization": "static-int8",
               "OnnxMatMul4Quantizer": "int4", "OnnxBlockWiseRtnQuantization": "int4",
               "OnnxFloatToFloat16": "fp16", "OrtSessionParamsTuning (OrtPerfTuning)": "session-tune",
-              "LoRA": "finetune with method = \"lora\""}
+              "LoRA": "finetune with method = \"lora\"", "ModelBuilder": "genai-builder (a text-generation model)"}
