@@ -310,7 +310,7 @@ def _evaluate(t: Table, datasets: dict, steps: list[Step], task: str = "text-cla
     if ev["custom"] and task == "text-generation":
         raise RecipeError(t.file, t.key("custom"), "custom metrics call a classifier or encoder's predict; "
                           "model.task 'text-generation' has none")
-    ev["goal"] = _goals(t, ev)
+    ev["goal"] = _goals(t, ev, task)
     ev["on_goal_failure"] = t.field(EVALUATE["on_goal_failure"])
     if t.has("on_goal_failure") and not ev["goal"]:
         raise RecipeError(t.file, t.key("on_goal_failure"), "only used with goals; add [[evaluate.goal]] tables or remove the key")
@@ -380,9 +380,6 @@ def _check_task_goals(t: Table, ev: dict[str, Any], task: str) -> None:
         where = f"{t.key('goal')}[{i}]"
         if task != "text-classification" and g["metric"] in catalogue.CLASSIFIER_ONLY:
             raise RecipeError(t.file, f"{where}.metric", f"{g['metric']} needs a classifier, and model.task is {task!r}")
-        family = goals.family_of(g["metric"])
-        if family is not None and family not in catalogue.TASK_FAMILIES[task]:
-            raise RecipeError(t.file, f"{where}.metric", f"{g['metric']} is not measured for model.task {task!r}")
         if goals.family_of(g["metric"]) in catalogue.COMPARED and goals.KINDS[g["goal"]][0]:
             raise RecipeError(t.file, f"{where}.{g['goal']}", f"{g['metric']} already compares the model with its "
                               "baseline (there is no baseline value of it); use at_least")
@@ -429,23 +426,25 @@ def measured_metrics(ev: dict[str, Any]) -> list[str]:
     return sorted({m for f in ev["metrics"] for m in catalogue.FAMILIES[f]} | {c["name"] for c in ev["custom"]})
 
 
-def check_metric(file, key: str, metric: str, ev: dict[str, Any]) -> None:
-    """`metric` (at `key`: a goal's, a search objective's) is one the evaluation measures."""
+def check_metric(file, key: str, metric: str, ev: dict[str, Any], task: str) -> None:
+    """`metric` (at `key`: a goal's, a search objective's) is one the evaluation of a `task` model measures."""
     if goals.direction(metric, ev["custom"]) is None:
         known = measured_metrics(ev)
         hint = close_matches(metric, known, n=1)
         tip = f" (did you mean '{hint[0]}'?)" if hint else f" (measured: {', '.join(known) or 'none'})"
         raise RecipeError(file, key, f"unknown metric {show(metric)}{tip}")
     family = goals.family_of(metric)
+    if family is not None and family not in catalogue.TASK_FAMILIES[task]:
+        raise RecipeError(file, key, f"{metric} is not measured for model.task {task!r}")
     if family is not None and family not in ev["metrics"]:
         raise RecipeError(file, key, f"{metric} is not measured; add {family!r} to evaluate.metrics")
 
 
-def _goals(t: Table, ev: dict[str, Any]) -> list[dict[str, Any]]:
+def _goals(t: Table, ev: dict[str, Any], task: str) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for gt in _array(t, "goal"):
         metric = gt.field(GOAL_METRIC)
-        check_metric(t.file, gt.key("metric"), metric, ev)
+        check_metric(t.file, gt.key("metric"), metric, ev, task)
         present = [k for k in goals.KINDS if gt.has(k)]
         if len(present) != 1:
             found = " and ".join(present) if present else "none"

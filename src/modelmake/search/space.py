@@ -102,7 +102,7 @@ def parse(r: Recipe, shown: str) -> SearchSpec | None:
     if objective is None:
         objective = [m for m in (FASTEST, "accuracy") if m in measured] or [measured[0]]
     for i, m in enumerate(objective):
-        check_metric(shown, f"{t.key('objective')}[{i}]", m, r.evaluate)
+        check_metric(shown, f"{t.key('objective')}[{i}]", m, r.evaluate, r.task)
     if len(set(objective)) != len(objective):
         raise RecipeError(shown, t.key("objective"), "names a metric twice")
     select = t.field(SEARCH["select"])
@@ -111,7 +111,7 @@ def parse(r: Recipe, shown: str) -> SearchSpec | None:
         if not metric:
             raise RecipeError(shown, t.key("select"), f"expected 'fastest-meeting-goals', 'pareto' or "
                               f"'best:<metric>', got {show(select)}")
-        check_metric(shown, t.key("select"), metric, r.evaluate)
+        check_metric(shown, t.key("select"), metric, r.evaluate, r.task)
     if select == "fastest-meeting-goals" and FASTEST not in measured:
         raise RecipeError(shown, t.key("select"), "'fastest-meeting-goals' needs latency; add 'latency' to "
                           "evaluate.metrics or select 'best:<metric>'")
