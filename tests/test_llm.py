@@ -6,7 +6,6 @@ errors."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from buildkit import REPO, doit, passes_built, recipe_error
+from buildkit import copy_project, doit, make_project, passes_built, recipe_error
 from llmkit import tiny_llama_gguf
-from tinymodel import make_tiny_reviews_csv
 
 pytest.importorskip("onnxruntime_genai")
 
@@ -53,14 +51,7 @@ def recipes(int4: str = 'block_size = 32') -> dict[str, str]:
 
 
 def make_llm_project(root: Path, texts: dict[str, str] | None = None) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "dodo.py", root / "dodo.py")
-    tiny_llama_gguf(root / "models" / "tiny.gguf")
-    make_tiny_reviews_csv(root / "data" / "reviews.csv", n=96)
-    (root / "recipes").mkdir(exist_ok=True)
-    for name, text in (texts or recipes()).items():
-        (root / "recipes" / f"{name}.toml").write_text(text)
-    return root
+    return make_project(root, texts or recipes(), model=lambda r: tiny_llama_gguf(r / "models" / "tiny.gguf"))
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +115,7 @@ def test_the_package_streams_a_completion_from_its_unzipped_folder(built, tmp_pa
 
 def test_rebuilds_are_reproducible_and_minimal(built, tmp_path):
     project, _ = built
-    copy = tmp_path / "p"
-    shutil.copytree(project, copy, symlinks=True)
+    copy = copy_project(project, tmp_path)
     again = doit(copy, "optimize:tiny-int4", "optimize:tiny-fp32")
     assert again.rc == 0 and not again.executed - {"optimize:tiny-int4", "optimize:tiny-fp32"}, again
     # an int4 setting: the int4 decoder, its evaluation and package, nothing of the fp32 recipe
@@ -146,6 +136,8 @@ def test_recipe_mistakes_of_a_language_model_are_one_line(tmp_path):
     base = recipes()["tiny-fp32"]
     assert "'accuracy' is not measured for model.task 'text-generation'" in recipe_error(
         tmp_path, base.replace('max_samples = 12', 'max_samples = 12\nmetrics = ["accuracy"]'))
+    assert "accuracy is not measured for model.task 'text-generation'" in recipe_error(
+        tmp_path, base + '\n[[evaluate.goal]]\nmetric = "accuracy"\nat_least = 0.5\n')
     assert "evaluate.generation" in recipe_error(
         tmp_path, base.replace('max_samples = 12', 'max_samples = 12\nlatency = { batch = 1 }'))
     assert "needs an ONNX decoder model for model.task 'text-generation'; add a genai-builder pass" in recipe_error(
