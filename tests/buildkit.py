@@ -102,16 +102,27 @@ def sigint_as_on_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def make_project(root: Path, recipes: dict[str, str] | None = None) -> Path:
+def make_project(root: Path, recipes: dict[str, str] | None = None, model=None) -> Path:
+    """A project of the tiny reviews, the `recipes` and a model: `model(root)` writes it (default:
+    the tiny random BERT in models/tiny)."""
     from tinymodel import make_tiny_bert, make_tiny_reviews_csv
 
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dodo.py", root / "dodo.py")
-    make_tiny_bert(root / "models" / "tiny")
+    (model or (lambda r: make_tiny_bert(r / "models" / "tiny")))(root)
     make_tiny_reviews_csv(root / "data" / "reviews.csv", n=96)
     (root / "recipes").mkdir(exist_ok=True)
     for name, text in (recipes or {"tiny": recipe_text()}).items():
         (root / "recipes" / f"{name}.toml").write_text(text)
+    return root
+
+
+def shipped_project(root: Path, *recipes: str) -> Path:
+    """A project holding dodo.py and the named recipes of recipes/ as they ship (real assets)."""
+    (root / "recipes").mkdir(parents=True)
+    shutil.copy(REPO / "dodo.py", root / "dodo.py")
+    for name in recipes:
+        shutil.copy(REPO / f"recipes/{name}.toml", root / f"recipes/{name}.toml")
     return root
 
 

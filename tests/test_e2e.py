@@ -5,24 +5,20 @@ Takes several minutes (fine-tuning on CPU). Select with `-m e2e`, skip with `-m 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
 
 import pytest
 
-from buildkit import REPO, doit
+from buildkit import doit, shipped_project
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    project = tmp_path_factory.mktemp("e2e") / "proj"
-    (project / "recipes").mkdir(parents=True)
-    shutil.copy(REPO / "dodo.py", project / "dodo.py")
-    shutil.copy(REPO / "recipes/bert-int8.toml", project / "recipes/bert-int8.toml")
+    project = shipped_project(tmp_path_factory.mktemp("e2e") / "proj", "bert-int8")
     # fine-tuning takes about 2 minutes on an idle 2-core machine, many more on a shared busy one
     run = doit(project, "optimize:bert-int8", timeout=3600)
     assert run.rc == 0, run

@@ -7,25 +7,20 @@ step of its own).
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
 
 import pytest
 
-from buildkit import REPO, doit
+from buildkit import doit, shipped_project
 
 pytestmark = pytest.mark.llm_e2e
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    project = tmp_path_factory.mktemp("llm-e2e") / "proj"
-    (project / "recipes").mkdir(parents=True)
-    shutil.copy(REPO / "dodo.py", project / "dodo.py")
-    for name in ("smollm2-int4", "smollm2-fp32"):
-        shutil.copy(REPO / f"recipes/{name}.toml", project / f"recipes/{name}.toml")
+    project = shipped_project(tmp_path_factory.mktemp("llm-e2e") / "proj", "smollm2-int4", "smollm2-fp32")
     run = doit(project, "optimize:smollm2-int4", timeout=3600)
     assert run.rc == 0, run
     return project, run

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from buildkit import doit, make_project, recipe_text
+from buildkit import doit, make_project, recipe_text, shipped_project
 from modelmake.commands import cli, olive_import
 from modelmake.inputs.recipe import parse_recipe
 
@@ -220,9 +220,7 @@ def test_imported_recipe_builds_on_the_tiny_model(project, monkeypatch, capsys):
 def test_model_builder_config_becomes_a_language_model_recipe_that_builds(tmp_path, monkeypatch, capsys):
     from llmkit import tiny_llama_hf
 
-    project = tmp_path / "p"
-    (project / "recipes").mkdir(parents=True)
-    (project / "dodo.py").write_text((Path(__file__).resolve().parents[1] / "dodo.py").read_text())
+    project = shipped_project(tmp_path / "p")
     tiny_llama_hf(project / "models" / "lm")
     config = {"input_model": {"type": "HfModel", "model_path": "models/lm", "task": "text-generation-with-past"},
               "passes": {"builder": {"type": "ModelBuilder", "precision": "int4", "int4_block_size": 64,

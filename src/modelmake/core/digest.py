@@ -6,6 +6,7 @@ is what makes a folder usable as a single doit dependency with content semantics
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -150,3 +151,12 @@ def _dist_infos() -> dict[str, str]:
 
 def library_versions(dists: tuple[str, ...] | list[str]) -> dict[str, str]:
     return {d: library_version(d) for d in sorted(dists)}
+
+
+def sha256_file(path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks (pins of fetched files, remote blobs, package manifests)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()

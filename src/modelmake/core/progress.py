@@ -129,7 +129,6 @@ def bar(desc: str, total: int) -> Iterator[Bar]:
         yield RichBar(progress, progress.add_task(desc, total=total, info=""))
 
 
-
 @contextmanager
 def library_output_held() -> Iterator[io.StringIO]:
     """What libraries print (tqdm bars per tensor, per-layer chatter of a converter or builder)
@@ -143,7 +142,10 @@ def library_output_held() -> Iterator[io.StringIO]:
         yield held
 
 
-def tail(held: io.StringIO, lines: int = 3) -> str:
-    """The last lines of held output, joined for a one-line error (bars' carriage returns split)."""
-    found = [ln.strip() for ln in held.getvalue().replace("\r", "\n").splitlines() if ln.strip()]
-    return " | ".join(found[-lines:])
+def library_failure(e: BaseException, held: io.StringIO, lines: int = 3) -> str:
+    """A library's exception as one line: its message's first line and the last lines it printed
+    into `held` (bars' carriage returns split)."""
+    text = str(e).strip()
+    first = text.splitlines()[0][:300] if text else e.__class__.__name__
+    said = [ln.strip() for ln in held.getvalue().replace("\r", "\n").splitlines() if ln.strip()][-lines:]
+    return first + (f" (last output: {' | '.join(said)})" if said else "")

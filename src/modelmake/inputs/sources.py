@@ -7,7 +7,6 @@ PyTorch code (`function`, recorded in base.ENTRY_FILE for onnx-export).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -15,19 +14,12 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
+from modelmake.core.digest import sha256_file
 from modelmake.core.progress import say
 
 
 class SourceError(Exception):
     pass
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def local_files(path: Path) -> list[Path]:

@@ -77,6 +77,14 @@ def check(goals: list[dict], metrics: dict, custom: list[dict]) -> dict:
     return {"passed": all(r["passed"] for r in results), "results": results}
 
 
+def speedup(value: float, base: float, higher: bool) -> float | None:
+    """How many times faster the model is than its baseline: baseline / model for a time, model /
+    baseline for a rate (`higher`); None when either is not positive."""
+    if value <= 0 or base <= 0:
+        return None
+    return value / base if higher else base / value
+
+
 def _judge(kind: str, target: float, value: float, base: float | None, higher: bool) -> tuple[float | None, bool]:
     """(the number compared with the target, whether the goal is met). The number is None where
     it is undefined (a percent of a zero baseline, a ratio with a non-positive time or rate)."""
@@ -86,10 +94,8 @@ def _judge(kind: str, target: float, value: float, base: float | None, higher: b
     if kind == "at_most":
         return value, value <= target + slack
     if kind == "min_speedup":
-        if value <= 0 or base <= 0:
-            return None, False
-        ratio = value / base if higher else base / value
-        return ratio, ratio >= target - slack
+        ratio = speedup(value, base, higher)
+        return ratio, ratio is not None and ratio >= target - slack
     drop = base - value if higher else value - base
     change = drop if kind.startswith("max_drop") else -drop
     if kind.endswith("_percent"):

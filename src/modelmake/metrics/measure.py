@@ -19,6 +19,7 @@ from typing import Any, Callable
 from modelmake.core import digest
 from modelmake.core.digest import folder_content
 from modelmake.core.progress import say
+from modelmake.metrics import goals
 
 # (key, label, compute) -> the result: from the store, or computed and stored
 Keep = Callable[[str, str, Callable[[], dict]], dict]
@@ -258,7 +259,7 @@ def _size(m: _Measuring) -> dict[str, dict]:
     if m.decoder:   # the model file, its external data and nothing else of the folder
         from modelmake.metrics import textgen
 
-        return {role: {"size_mb": textgen.size_mb(m.local(m.models[role][0], None))} for role in m.models}
+        return {role: {"size_mb": textgen.size_mb(m.folder(role))} for role in m.models}
     from modelmake.metrics import evaluate
 
     return {role: {"size_mb": evaluate.size_mb(m.local(m.models[role][0], None) / "model.onnx")} for role in m.models}
@@ -304,6 +305,10 @@ def measure(e: Evaluation, rows: Rows, keep: Keep, local: Local = as_is) -> dict
 _NO_DELTA = ("samples", "runs", "threads", "latency_ms.p50_ci_low", "latency_ms.p50_ci_high", "perplexity_tokens")
 
 
+# timed metrics whose ratio to the baseline's is reported, and the name it has under speedup_x.
+_SPEEDUPS = {"latency_ms.p50": "latency_p50", "ttft_ms.p50": "ttft_ms_p50", "decode_tokens_per_s": "decode_tokens_per_s"}
+
+
 def combine(final: dict, baseline: dict | None) -> dict:
     """Flat metrics: the model's, the baseline's under `baseline.`, differences under `delta.`."""
     metrics = dict(final)
@@ -312,12 +317,9 @@ def combine(final: dict, baseline: dict | None) -> dict:
             metrics[f"baseline.{k}"] = v
             if k in final and k not in _NO_DELTA:
                 metrics[f"delta.{k}"] = final[k] - v
-        if final.get("latency_ms.p50") and baseline.get("latency_ms.p50"):
-            metrics["speedup_x.latency_p50"] = baseline["latency_ms.p50"] / final["latency_ms.p50"]
-        for timed in ("ttft_ms.p50", "decode_tokens_per_s"):   # a language model's speed-ups
+        for timed, name in _SPEEDUPS.items():
             if final.get(timed) and baseline.get(timed):
-                ratio = baseline[timed] / final[timed] if timed.startswith("ttft") else final[timed] / baseline[timed]
-                metrics[f"speedup_x.{timed.replace('.', '_')}"] = ratio
+                metrics[f"speedup_x.{name}"] = goals.speedup(final[timed], baseline[timed], goals.builtin_direction(timed))
         if final.get("size_mb") and baseline.get("size_mb"):
             metrics["compression_x.size"] = baseline["size_mb"] / final["size_mb"]
     return dict(sorted(metrics.items()))
@@ -327,8 +329,6 @@ def evaluate(e: Evaluation, rows: Rows, keep: Keep, local: Local = as_is) -> dic
     """The recipe's metrics.json content on the test split (`rows`): the model's metrics, the
     baseline's, deltas, and the goals verdict. Raises GoalsFailed (after printing the table) when a
     goal fails and the recipe says on_goal_failure = "fail"."""
-    from modelmake.metrics import goals
-
     measured = measure(e, rows, keep, local)
     metrics = combine(measured["model"], measured.get("baseline"))
     ev = e.evaluate
@@ -343,8 +343,6 @@ def evaluate(e: Evaluation, rows: Rows, keep: Keep, local: Local = as_is) -> dic
 def print_metrics(recipe: str, metrics: dict) -> None:
     from rich.console import Console
     from rich.table import Table
-
-    from modelmake.metrics import goals
 
     table = Table(title=f"metrics: {recipe}")
     table.add_column("metric")

@@ -12,8 +12,6 @@ from pathlib import Path
 
 from modelmake.core.progress import bar
 
-GENERATION = {"prompt_tokens": 32, "new_tokens": 64, "warmup": 1, "runs": 10, "threads": 0}
-
 
 def measure_perplexity(model_dir: Path, texts: list[str], max_length: int, threads: int = 0) -> dict:
     """exp(total negative log-likelihood / total predicted tokens) over the texts, each scored as
@@ -30,17 +28,6 @@ def measure_perplexity(model_dir: Path, texts: list[str], max_length: int, threa
         raise ValueError(f"perplexity needs a text of at least one token after the first "
                          f"(max_length = {max_length}; {len(texts)} texts)")
     return {"perplexity": math.exp(nll / tokens), "perplexity_tokens": tokens, "samples": len(texts)}
-
-
-def _settings(generation: dict) -> dict:
-    unknown = set(generation) - set(GENERATION)
-    if unknown:
-        raise ValueError(f"generation settings {sorted(unknown)} are not known (known: {', '.join(GENERATION)})")
-    out = {**GENERATION, **generation}
-    if out["prompt_tokens"] < 1 or out["new_tokens"] < 2 or out["runs"] < 1 or out["warmup"] < 0:
-        raise ValueError(f"generation needs prompt_tokens >= 1, new_tokens >= 2 (a decode rate needs a second "
-                         f"token), runs >= 1 and warmup >= 0 (got {generation})")
-    return out
 
 
 def _fits(model_dir: Path, g: dict) -> None:
@@ -65,31 +52,31 @@ def time_generation(models: dict[str, Path], texts: list[str], generation: dict)
     Time to first token is a new generator, the prefill and the first token's pick; the decode
     rate is the other new_tokens - 1 tokens over their time, the median of the runs' rates.
     threads = 0 runs each model with its genai_config.json as deployed; threads > 0 forces that
-    many intra-op threads.
+    many intra-op threads. `generation` is a recipe's normalized [evaluate.generation] table
+    (inputs/recipe.py GENERATION: prompt_tokens, new_tokens, warmup, runs, threads).
     """
     from modelmake.runtime import decoder, timing
 
-    g = _settings(generation)
     if not texts:
         raise ValueError("generation timing needs at least one text to make the prompt of")
     loaded, prompts, used = {}, {}, {}
     for role, folder in models.items():
-        _fits(folder, g)
-        prompts[role] = decoder.prompt_ids(folder, texts, g["prompt_tokens"])
-        used[role] = decoder.generation_threads(folder, g["threads"])
-        loaded[role] = decoder.load(folder, g["threads"])
-        for _ in range(g["warmup"]):
-            decoder.timed_run(loaded[role], prompts[role], g["new_tokens"])
+        _fits(folder, generation)
+        prompts[role] = decoder.prompt_ids(folder, texts, generation["prompt_tokens"])
+        used[role] = decoder.generation_threads(folder, generation["threads"])
+        loaded[role] = decoder.load(folder, generation["threads"])
+        for _ in range(generation["warmup"]):
+            decoder.timed_run(loaded[role], prompts[role], generation["new_tokens"])
     ttft: dict[str, list[float]] = {role: [] for role in models}
     per_token: dict[str, list[float]] = {role: [] for role in models}
     roles = list(models)
-    with bar("generation", g["runs"] * len(roles)) as progress:
-        for r in range(g["runs"]):
+    with bar("generation", generation["runs"] * len(roles)) as progress:
+        for r in range(generation["runs"]):
             for role in roles if r % 2 == 0 else roles[::-1]:
                 decoder.prefill(loaded[role], prompts[role])
-                run = decoder.timed_run(loaded[role], prompts[role], g["new_tokens"])
+                run = decoder.timed_run(loaded[role], prompts[role], generation["new_tokens"])
                 ttft[role].append(run.ttft_s * 1e3)
-                per_token[role].append(run.decode_s * 1e3 / (g["new_tokens"] - 1))
+                per_token[role].append(run.decode_s * 1e3 / (generation["new_tokens"] - 1))
                 progress.advance()
     out = {}
     for role in roles:
@@ -97,7 +84,7 @@ def time_generation(models: dict[str, Path], texts: list[str], generation: dict)
         out[role] = {"ttft_ms.p50": first["p50"], "ttft_ms.p90": first["p90"],
                      "decode_tokens_per_s": statistics.median(1e3 / ms for ms in per_token[role]),
                      "decode_ms_per_token.p50": timing.stats(per_token[role], ("p50",))["p50"],
-                     "runs": g["runs"], "threads": used[role]}
+                     "runs": generation["runs"], "threads": used[role]}
     return out
 
 
@@ -107,12 +94,12 @@ def measure_generation_memory(model_dir: Path, texts: list[str], generation: dic
     from modelmake.metrics import memprobe
     from modelmake.runtime import decoder
 
-    g = _settings(generation)
     if not texts:
         raise ValueError("memory needs at least one text to make the prompt of")
-    _fits(model_dir, g)
-    request = {"kind": "generation", "folder": str(model_dir), "threads": g["threads"],
-               "prompt": decoder.prompt_ids(model_dir, texts, g["prompt_tokens"]), "new_tokens": g["new_tokens"]}
+    _fits(model_dir, generation)
+    request = {"kind": "generation", "folder": str(model_dir), "threads": generation["threads"],
+               "prompt": decoder.prompt_ids(model_dir, texts, generation["prompt_tokens"]),
+               "new_tokens": generation["new_tokens"]}
     return memprobe.probe(request, str(model_dir))
 
 

@@ -6,10 +6,11 @@ hardly compress, and deflating half a gigabyte costs tens of seconds).
 from __future__ import annotations
 
 import hashlib
-import os
 import zipfile
 from pathlib import Path
 
+from modelmake.core.digest import sha256_file
+from modelmake.core.files import atomic_file
 from modelmake.package.archive import LEVEL, dumps, entry
 
 # a change of what a package holds (this script included) is a new build/compile.DECODER_PACKAGE_VERSION
@@ -87,7 +88,6 @@ def model_files(folder: Path) -> list[Path]:
 
 def build_package(out_zip: Path, model_dir: Path, metrics: dict, extra_manifest: dict) -> None:
     """Write the package zip atomically."""
-    out_zip = Path(out_zip)
     sources: dict[str, Path | bytes] = {p.name: p for p in model_files(model_dir)}
     for name in ("model.onnx", "genai_config.json"):
         if name not in sources:
@@ -97,24 +97,18 @@ def build_package(out_zip: Path, model_dir: Path, metrics: dict, extra_manifest:
     manifest = dict(extra_manifest)
     manifest["files"] = {name: _described(src) for name, src in sorted(sources.items())}
     sources["manifest.json"] = dumps(manifest)
-    tmp = out_zip.with_name(f".{out_zip.name}.{os.getpid()}.tmp")
-    try:
+
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", allowZip64=True) as zf:
             for name in sorted(sources):
                 _write(zf, name, sources[name])
-        os.replace(tmp, out_zip)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_file(Path(out_zip), write)
 
 
 def _described(src: Path | bytes) -> dict:
     if isinstance(src, bytes):
         return {"sha256": hashlib.sha256(src).hexdigest(), "size": len(src)}
-    h = hashlib.sha256()
-    with open(src, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return {"sha256": h.hexdigest(), "size": src.stat().st_size}
+    return {"sha256": sha256_file(src), "size": src.stat().st_size}
 
 
 def _write(zf: zipfile.ZipFile, name: str, src: Path | bytes) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
 
+from modelmake.core.files import atomic_file
 from modelmake.core.textenc import TOKENIZER_FILES
 from modelmake.package.archive import LEVEL, dumps, entry
 from modelmake.metrics.catalogue import EMBEDDING_OUTPUTS
@@ -231,12 +231,9 @@ def build_package(out_zip: Path, model_onnx: Path, tokenizer_dir: Path, metrics:
                          for name, data in sorted(files.items())}
     files["manifest.json"] = dumps(manifest)
 
-    tmp = out_zip.with_name(f".{out_zip.name}.{os.getpid()}.tmp")
-    try:
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w") as zf:
             for name in sorted(files):
                 zf.writestr(entry(name), files[name], compress_type=zipfile.ZIP_DEFLATED,
                             compresslevel=LEVEL)
-        os.replace(tmp, out_zip)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_file(out_zip, write)

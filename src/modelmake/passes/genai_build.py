@@ -67,9 +67,10 @@ def options(cfg) -> list[str]:
 
 
 def run(ctx: StepContext) -> None:
+    import logging
     import tempfile
 
-    from modelmake.core.progress import library_output_held, tail
+    from modelmake.core.progress import library_failure, library_output_held
 
     cfg = ctx.config
     if cfg.precision == "int4" and not cfg.symmetric and cfg.shared_embeddings:
@@ -82,8 +83,6 @@ def run(ctx: StepContext) -> None:
                            "'default' and shared embeddings onnxruntime-genai 0.18 writes a model that does not load)")
     opts = options(cfg)
     ctx.log(f"building a {cfg.precision} decoder ({', '.join(opts)})")
-    import logging
-
     from onnxruntime_genai.models.builder import create_model, parse_extra_options
 
     # its quantizer logs a line per MatMul node at INFO
@@ -94,10 +93,7 @@ def run(ctx: StepContext) -> None:
             extra = parse_extra_options(None, str(ctx.model_dir), str(ctx.out_dir), cfg.precision, "cpu", cache, opts)
             create_model(None, str(ctx.model_dir), str(ctx.out_dir), cfg.precision, "cpu", cache, **extra)
         except (ValueError, NotImplementedError, KeyError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-            said = tail(held)
-            raise BuilderError(f"the onnxruntime-genai builder failed: {first[:300]}"
-                               + (f" (last output: {said})" if said else "")) from None
+            raise BuilderError(f"the onnxruntime-genai builder failed: {library_failure(e, held)}") from None
     written = {p.name: p.stat().st_size for p in ctx.out_dir.iterdir()}
     if "model.onnx" not in written or "genai_config.json" not in written:
         raise BuilderError(f"the builder wrote no model.onnx and genai_config.json (it wrote: {', '.join(sorted(written))})")

@@ -45,7 +45,7 @@ def run(ctx: StepContext) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from modelmake.core.progress import library_output_held, tail
+    from modelmake.core.progress import library_failure, library_output_held
 
     name = gguf_file(ctx.model_dir)
     size = (ctx.model_dir / name).stat().st_size / 1e6
@@ -55,9 +55,7 @@ def run(ctx: StepContext) -> None:
             model = AutoModelForCausalLM.from_pretrained(ctx.model_dir, gguf_file=name, dtype=torch.float32)
             tokenizer = AutoTokenizer.from_pretrained(ctx.model_dir, gguf_file=name)
         except (ValueError, KeyError, OSError, NotImplementedError) as e:   # an architecture or block type it cannot read
-            first = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-            said = tail(held)
-            raise GgufError(f"transformers cannot read {name}: {first[:300]}" + (f" ({said})" if said else "")) from None
+            raise GgufError(f"transformers cannot read {name}: {library_failure(e, held)}") from None
         # the loaded model remembers it came from a GGUF file; a plain folder must not ask for `gguf` again
         model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):

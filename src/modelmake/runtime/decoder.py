@@ -107,15 +107,20 @@ def token_ids(folder: Path, texts: list[str], max_length: int) -> list[list[int]
     and the generator see."""
     if max_length < 1:
         raise ValueError(f"max_length must be at least 1 (got {max_length})")
+    head, encodings = _bos_and_tokens(folder, texts)
+    return [(head + ids)[:max_length] for ids in encodings]
+
+
+def _bos_and_tokens(folder: Path, texts: list[str]) -> tuple[list[int], list[list[int]]]:
+    """([bos] or [] when the model has none, each text's token ids without special tokens)."""
     head = [] if (bos := read(folder).bos) is None else [int(bos)]
-    encodings = tokenizer(folder).encode_batch(list(texts), add_special_tokens=False)
-    return [(head + e.ids)[:max_length] for e in encodings]
+    return head, [e.ids for e in tokenizer(folder).encode_batch(list(texts), add_special_tokens=False)]
 
 
 def prompt_ids(folder: Path, texts: list[str], n: int) -> list[int]:
     """Exactly `n` token ids: [bos] + the texts' tokens one after another, repeated when short."""
-    head = [] if (bos := read(folder).bos) is None else [int(bos)]
-    pool = [i for e in tokenizer(folder).encode_batch(list(texts), add_special_tokens=False) for i in e.ids]
+    head, encodings = _bos_and_tokens(folder, texts)
+    pool = [i for ids in encodings for i in ids]
     body = n - len(head)
     if body <= 0:
         return head[:max(n, 0)]

@@ -23,8 +23,9 @@ from modelmake.core import digest, progress
 from modelmake.core.faults import kill_point
 from modelmake.core.progress import say
 from modelmake.store.remote import Backend, Remote, RemoteError
+from modelmake.core.digest import sha256_file
 from modelmake.store.remote_entry import (Entry, EntryError, FileRef, ac_key, decode, decode_note, encode, encode_note,
-                                          note_key, sha256_file)
+                                          note_key)
 
 BLOCK = 1 << 20  # read size of a download: 1 MiB reads restored 41 MB over loopback 10 % faster than 64 KiB
 BAR_MIN = 4 << 20  # smaller transfers get only their summary line
