@@ -1,6 +1,6 @@
 """End to end on the real assets: all-MiniLM-L6-v2 fine-tuned on Rotten Tomatoes, fused, int8.
 
-Takes several minutes (fine-tuning on CPU). Select with `-m e2e`, skip with `-m "not e2e and not faults"` (the default run already leaves `faults` out); CI runs it.
+About two minutes (fine-tuning on CPU). Select with `-m e2e`: the default run leaves it out, CI runs it as a step of its own.
 """
 from __future__ import annotations
 
