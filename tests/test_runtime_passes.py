@@ -201,3 +201,26 @@ def test_finish_writes_the_same_checked_bytes_from_memory_or_through_the_file(ex
     broken.graph.node[0].op_type = "NoSuchOp"
     with pytest.raises(Exception):
         onnxmeta.finish(work / f"finish-{limit}" / "broken.onnx", proto=broken)
+
+
+def test_finish_of_a_serialized_export_writes_what_serializing_the_model_would(exported, work):
+    """An exporter's serialized model gets its metadata appended, not serialized again: the file
+    is byte for byte what finish() writes from the ModelProto, with or without metadata already
+    in the model (then the props are merged as always)."""
+    import onnx
+
+    bare = onnx.load(str(exported / onnxmeta.MODEL_FILE))
+    del bare.metadata_props[:]
+    tagged = onnx.load(str(exported / onnxmeta.MODEL_FILE))
+    props = {onnxmeta.MAX_LENGTH: 64, "z.note": "last", "a.note": "first"}
+    for name, model in (("bare", bare), ("tagged", tagged)):
+        paths = []
+        for how, given in (("bytes", model.SerializeToString()), ("proto", onnx.ModelProto.FromString(model.SerializeToString()))):
+            path = work / f"serialized-{name}-{how}" / onnxmeta.MODEL_FILE
+            path.parent.mkdir()
+            onnxmeta.finish(path, props, proto=given)
+            paths.append(path)
+        assert paths[0].read_bytes() == paths[1].read_bytes(), name
+        got = onnxmeta.read(paths[0])
+        assert got["a.note"] == "first" and got[onnxmeta.MAX_LENGTH] == "64"
+        assert set(got) >= {p.key for p in model.metadata_props}

@@ -46,11 +46,10 @@ def dummy(tokenizer, names: list[str]):
     return tuple(encoded[n].to(torch.int64) for n in names)
 
 
-def _export_torchscript(module, args, names: list[str], path: Path, opset: int):
-    """The exported model, kept in memory: finish() writes it once, with its metadata."""
+def _export_torchscript(module, args, names: list[str], path: Path, opset: int) -> bytes:
+    """The exported model, serialized and kept in memory: finish() writes it once, with its metadata."""
     import io
 
-    import onnx
     import torch
 
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
@@ -59,7 +58,7 @@ def _export_torchscript(module, args, names: list[str], path: Path, opset: int):
     torch.onnx.export(module, args, buffer, dynamo=False, input_names=names,
                       output_names=["logits"], dynamic_axes=axes, opset_version=opset,
                       do_constant_folding=True)
-    return onnx.load_model_from_string(buffer.getvalue())
+    return buffer.getvalue()
 
 
 def require_onnxscript() -> None:
@@ -134,7 +133,7 @@ def _drop_provenance(model) -> None:
 
 def export_quietly(cfg: PassConfig, module, args, names: list[str], path: Path):
     """Export with the configured exporter, silencing warnings that are known not to matter.
-    Returns the model when the exporter kept it in memory, None when it wrote `path`."""
+    Returns the model (serialized) when the exporter kept it in memory, None when it wrote `path`."""
     import torch
 
     export = _export_dynamo if cfg.exporter == "dynamo" else _export_torchscript
@@ -150,7 +149,7 @@ def export_quietly(cfg: PassConfig, module, args, names: list[str], path: Path):
 
 
 def finish(ctx: StepContext, props: dict, edit: Callable | None = None, proto=None) -> None:
-    """End an export (`proto`, or the model written to out_dir/model.onnx): `edit` the graph (if
+    """End an export (`proto`, serialized, or the model written to out_dir/model.onnx): `edit` the graph (if
     given), record `props` and the recipe's max_length in its metadata, save it once, check it
     with the ONNX checker and ORT, log it."""
     path = ctx.out_dir / onnxmeta.MODEL_FILE
