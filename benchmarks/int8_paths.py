@@ -33,13 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def _outputs(ev: dict, task: str, model: Path, tokenizer: Path, texts):
-    """One row of outputs per text, batched as the eval step batches them."""
-    from modelmake.metrics import evaluate
-
-    return evaluate.model_outputs(model, tokenizer, texts, task, ev["batch_size"], ev["max_length"])
-
-
 def _verdict(goals: list[dict], got: dict, base: dict | None, custom: list[dict]) -> str:
     """The recipe's goals on the metrics `got` holds (quality: speed and size are not measured
     here), judged as the eval step judges them."""
@@ -72,21 +65,28 @@ class _Recipe:
         self.similarity = "similarity" in self.e.evaluate["metrics"]
         self.metric = "similarity.cosine_p5" if self.similarity else "accuracy"
 
-    def quality(self, model: Path, baseline_rows=None) -> dict:
-        """The quality metrics the eval step computes for `model`: accuracy and F1, or the
-        similarity of its outputs with the baseline's (`baseline_rows`: those outputs, computed
-        already)."""
+    def rows(self, model: Path, tokenizer: Path | None = None):
+        """One row of `model`'s outputs per text, batched as the eval step batches them."""
         from modelmake.metrics import evaluate
 
-        ev, task = self.e.evaluate, self.e.model_task
-        if not self.similarity:
-            return evaluate.measure_quality(model, self.tokenizer, self.texts, self.labels, ev["batch_size"], ev["max_length"])
-        if baseline_rows is None:
-            baseline_rows = _outputs(ev, task, self.baseline[0], self.baseline[1], self.texts)
-        return evaluate.cosine_stats(self.rows(model), baseline_rows, classifier=task == "text-classification")
+        ev = self.e.evaluate
+        return evaluate.model_outputs(model, tokenizer or self.tokenizer, self.texts, self.e.model_task,
+                                      ev["batch_size"], ev["max_length"])
 
-    def rows(self, model: Path):
-        return _outputs(self.e.evaluate, self.e.model_task, model, self.tokenizer, self.texts)
+    def similarity_of(self, rows, baseline_rows) -> dict:
+        from modelmake.metrics import evaluate
+
+        return evaluate.cosine_stats(rows, baseline_rows, classifier=self.e.model_task == "text-classification")
+
+    def quality(self, model: Path, baseline_rows=None) -> dict:
+        """The quality metrics the eval step computes for `model`: accuracy and F1, or the
+        similarity of its outputs with the baseline's outputs `baseline_rows`."""
+        from modelmake.metrics import evaluate
+
+        if self.similarity:
+            return self.similarity_of(self.rows(model), baseline_rows)
+        ev = self.e.evaluate
+        return evaluate.measure_quality(model, self.tokenizer, self.texts, self.labels, ev["batch_size"], ev["max_length"])
 
     def base(self) -> dict | None:
         """The baseline's own quality (relative goals compare with it); float: the same on every host."""
@@ -134,7 +134,6 @@ def _emulated(project: Path, names: list[str]) -> dict[str, dict]:
 def main() -> int:
     import int8ref
     from modelmake.core.hostinfo import int8_path
-    from modelmake.metrics import evaluate
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("recipes", nargs="*", help="recipes to measure (default: every one with uint8 x int8 products)")
@@ -153,8 +152,8 @@ def main() -> int:
 
     here = int8ref.host_arithmetic()
     print(f"this host: int8 path {int8_path()}, ORT's uint8 x int8 products {here}", flush=True)
-    base_rows = {n: _outputs(r.e.evaluate, r.e.model_task, r.baseline[0], r.baseline[1], r.texts)
-                 for n, r in recipes.items() if r.similarity}
+    # the float baseline's outputs: the same on every host, so computed here and not under emulation
+    base_rows = {n: r.rows(*r.baseline) for n, r in recipes.items() if r.similarity}
     got = {n: {here: r.quality(r.model, base_rows.get(n))} for n, r in recipes.items()}
     if here == int8ref.EXACT:
         if shutil.which("qemu-x86_64") is None:
@@ -162,8 +161,7 @@ def main() -> int:
         emulated = _emulated(project, list(recipes))
         assert emulated["arithmetic"] == int8ref.PAIRS, emulated["arithmetic"]
         for n, result in emulated["results"].items():
-            got[n][int8ref.PAIRS] = (result if not recipes[n].similarity else
-                                     evaluate.cosine_stats(result, base_rows[n], recipes[n].e.model_task == "text-classification"))
+            got[n][int8ref.PAIRS] = recipes[n].similarity_of(result, base_rows[n]) if recipes[n].similarity else result
     else:
         for n, r in recipes.items():
             with tempfile.TemporaryDirectory(prefix="int8-paths-") as tmp:
@@ -172,10 +170,11 @@ def main() -> int:
                 reference = int8ref.reference_dir(work, int8ref.EXACT) / int8ref.MODEL_FILE
                 got[n][int8ref.EXACT] = r.quality(reference, base_rows.get(n))
 
+    bases = {n: r.base() for n, r in recipes.items()}   # before the table: evaluation prints progress
     print("| recipe | metric | fp32 baseline | exact products (VNNI, AMX) | int16 pairs (AVX2) | goals, exact | goals, AVX2 |")
     print("| --- | --- | ---: | ---: | ---: | --- | --- |")
     for n, r in recipes.items():
-        base = r.base()
+        base = bases[n]
         ev = r.e.evaluate
         cells = [f"{got[n][a][r.metric]:.4f}" for a in (int8ref.EXACT, int8ref.PAIRS)]
         verdicts = [_verdict(ev["goal"], got[n][a], base, ev["custom"]) for a in (int8ref.EXACT, int8ref.PAIRS)]

@@ -82,22 +82,23 @@ def finish(model_path: Path, props: dict | None = None, source: Path | None = No
 
     model_path = Path(model_path)
     serialized = proto if isinstance(proto, bytes) else None
-    proto = onnx.load(str(model_path)) if proto is None else proto
     if serialized is not None:
         proto = onnx.load_model_from_string(serialized)
+    elif proto is None:
+        proto = onnx.load(str(model_path))
     if edit is not None:
         edit(proto)
         serialized = None
+    appendable = serialized is not None and _appendable(proto)
     merged = read(source) if source is not None else {}
     merged.update(props or {})
-    if serialized is not None and _appendable(proto):
+    set_props(proto, merged)
+    if appendable:
         # Protobuf merges a message appended to another, and serializes fields in number order:
         # the metadata (field 14) after a model that ends with its opset imports (8) gives the
         # bytes serializing the whole model again would, without the 0.1 s that costs for 90 MB.
-        data = serialized + _props_only(merged)
-        set_props(proto, merged)
+        data = serialized + onnx.ModelProto(metadata_props=proto.metadata_props).SerializeToString()
     else:
-        set_props(proto, merged)
         if uses_external_data(proto):
             onnx.save(proto, str(model_path))
             check(model_path)
@@ -120,14 +121,6 @@ def _appendable(proto) -> bool:
     no external data."""
     return not (proto.metadata_props or proto.training_info or proto.functions or proto.configuration
                 or uses_external_data(proto))
-
-
-def _props_only(props: dict[str, str]) -> bytes:
-    import onnx
-
-    model = onnx.ModelProto()
-    set_props(model, props)
-    return model.SerializeToString()
 
 
 def uses_external_data(proto) -> bool:
