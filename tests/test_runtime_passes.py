@@ -199,8 +199,16 @@ def test_finish_writes_the_same_checked_bytes_from_memory_or_through_the_file(ex
 
     broken = onnx.load(str(src))
     broken.graph.node[0].op_type = "NoSuchOp"
-    with pytest.raises(Exception):
-        onnxmeta.finish(work / f"finish-{limit}" / "broken.onnx", proto=broken)
+    # the checker passes an op of a domain it does not know; ORT has no kernel for it
+    no_kernel = onnx.load(str(src))
+    no_kernel.graph.node[0].domain = "ai.example"
+    no_kernel.opset_import.add(domain="ai.example", version=1)
+    for name, model in (("broken", broken), ("no-kernel", no_kernel)):
+        with pytest.raises(Exception):
+            onnxmeta.finish(work / f"finish-{limit}" / f"{name}.onnx", proto=model)
+    if limit:  # checked before it is renamed into place: nothing else written, no temp left (past
+        # the limit the file is checked after it is written, in the step's build folder, which a failure discards)
+        assert sorted(p.name for p in dest.parent.iterdir()) == [onnxmeta.MODEL_FILE]
 
 
 def test_finish_of_a_serialized_export_writes_what_serializing_the_model_would(exported, work):
@@ -224,3 +232,36 @@ def test_finish_of_a_serialized_export_writes_what_serializing_the_model_would(e
         got = onnxmeta.read(paths[0])
         assert got["a.note"] == "first" and got[onnxmeta.MAX_LENGTH] == "64"
         assert set(got) >= {p.key for p in model.metadata_props}
+
+
+def test_metadata_is_read_without_parsing_the_graph_and_as_onnx_reads_it(exported, work, monkeypatch):
+    """read() walks the file's top-level fields and parses only the metadata: it gives what
+    onnx.load gives (duplicate keys: the last wins; non-ASCII; an empty value; entries before and
+    after the graph), never parses the weights, and a file that is not a model still fails with
+    onnx's own error."""
+    import onnx
+
+    model = onnx.load(str(exported / onnxmeta.MODEL_FILE))
+    del model.metadata_props[:]
+    model.metadata_props.add(key="first", value="before")
+    model.metadata_props.add(key="ünï", value="çødé ✓")
+    model.metadata_props.add(key="empty", value="")
+    data = model.SerializeToString()
+    # appended messages merge: these entries land after the graph, one of them repeating a key
+    data += onnx.ModelProto(metadata_props=[onnx.StringStringEntryProto(key="first", value="after"),
+                                            onnx.StringStringEntryProto(key="late", value="x" * 300)]).SerializeToString()
+    path = work / "metadata-read.onnx"
+    path.write_bytes(data)
+    expected = {p.key: p.value for p in onnx.load_model_from_string(data).metadata_props}
+    assert expected["first"] == "after"
+
+    monkeypatch.setattr(onnx, "load", lambda *a, **k: pytest.fail("read() parsed the model"))
+    assert onnxmeta.read(path) == expected
+    monkeypatch.undo()
+
+    truncated = work / "metadata-truncated.onnx"
+    truncated.write_bytes(data[:len(data) // 2])
+    with pytest.raises(Exception) as raised:
+        onnx.load(str(truncated), load_external_data=False)
+    with pytest.raises(type(raised.value)):
+        onnxmeta.read(truncated)
