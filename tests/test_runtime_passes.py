@@ -211,23 +211,28 @@ def test_finish_writes_the_same_checked_bytes_from_memory_or_through_the_file(ex
         assert sorted(p.name for p in dest.parent.iterdir()) == [onnxmeta.MODEL_FILE]
 
 
-def test_finish_of_a_serialized_export_writes_what_serializing_the_model_would(exported, work):
-    """An exporter's serialized model gets its metadata appended, not serialized again: the file
-    is byte for byte what finish() writes from the ModelProto, with or without metadata already
-    in the model (then the props are merged as always)."""
+def test_finish_of_a_serialized_export_writes_what_serializing_the_model_would(exported, work, monkeypatch):
+    """An exporter's serialized model gets its metadata appended, neither parsed nor serialized
+    again: the file is byte for byte what finish() writes from the ModelProto, with or without
+    metadata already in the model (then it is parsed and the props are merged as always)."""
     import onnx
 
     bare = onnx.load(str(exported / onnxmeta.MODEL_FILE))
     del bare.metadata_props[:]
     tagged = onnx.load(str(exported / onnxmeta.MODEL_FILE))
     props = {onnxmeta.MAX_LENGTH: 64, "z.note": "last", "a.note": "first"}
+    parse = onnx.load_model_from_string
     for name, model in (("bare", bare), ("tagged", tagged)):
         paths = []
         for how, given in (("bytes", model.SerializeToString()), ("proto", onnx.ModelProto.FromString(model.SerializeToString()))):
             path = work / f"serialized-{name}-{how}" / onnxmeta.MODEL_FILE
             path.parent.mkdir()
+            if name == "bare":
+                monkeypatch.setattr(onnx, "load_model_from_string", lambda *a, **k: pytest.fail("parsed"))
             onnxmeta.finish(path, props, proto=given)
+            monkeypatch.setattr(onnx, "load_model_from_string", parse)
             paths.append(path)
+            assert onnxmeta.node_count(path) == len(model.graph.node) > 0
         assert paths[0].read_bytes() == paths[1].read_bytes(), name
         got = onnxmeta.read(paths[0])
         assert got["a.note"] == "first" and got[onnxmeta.MAX_LENGTH] == "64"

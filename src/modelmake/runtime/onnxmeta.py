@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from modelmake.core.files import atomic_file
+from modelmake.runtime import protowire
 
 PREFIX = "modelmake."
 MODEL_TYPE = PREFIX + "model_type"
@@ -35,89 +36,46 @@ def read(model_path: Path) -> dict[str, str]:
 
     Parsing the model (onnx.load) copies every initializer stored in the file: 0.1-0.3 s for
     MiniLM, paid by every pass that reads its input's metadata and by every session that looks for
-    tuned settings. The metadata is a top-level field of the file's ModelProto, so the protobuf
-    wire format is walked field by field and everything else is skipped by seeking. A file that
-    does not walk cleanly is handed to onnx.load, which says what is wrong with it."""
+    tuned settings. The metadata is a top-level field of the file's ModelProto, so the file is
+    walked field by field and everything else is skipped by seeking. A file that does not walk
+    cleanly is handed to onnx.load, which says what is wrong with it."""
     try:
         with open(model_path, "rb") as f:
-            return _scan_props(f, os.fstat(f.fileno()).st_size)
-    except _NotWire:
+            props = {}
+            for field, length in protowire.length_delimited(f, os.fstat(f.fileno()).st_size):
+                if field == _METADATA_PROPS:
+                    entry = protowire.strings(f.read(length))
+                    # one key given twice: the last wins, as in {p.key: p.value for p in ...}
+                    props[entry.get(_ENTRY_KEY, "")] = entry.get(_ENTRY_VALUE, "")
+            return props
+    except protowire.NotWire:
         import onnx
 
         model = onnx.load(str(model_path), load_external_data=False)
         return {p.key: p.value for p in model.metadata_props}
 
 
-class _NotWire(Exception):
-    """The bytes are not a well-formed protobuf message."""
+def node_count(model_path: Path) -> int:
+    """Nodes of the model's main graph, counted without parsing it."""
+    try:
+        with open(model_path, "rb") as f:
+            count = 0
+            for field, length in protowire.length_delimited(f, os.fstat(f.fileno()).st_size):
+                if field == _GRAPH:
+                    end = f.tell() + length
+                    count += sum(1 for inner, _ in protowire.length_delimited(f, end) if inner == _GRAPH_NODE)
+            return count
+    except protowire.NotWire:
+        import onnx
+
+        return len(onnx.load(str(model_path), load_external_data=False).graph.node)
 
 
-_METADATA_PROPS = 14                     # ModelProto.metadata_props (StringStringEntryProto)
+# field numbers of onnx.proto's ModelProto, GraphProto and StringStringEntryProto
+_GRAPH, _GRAPH_NODE = 7, 1
+_METADATA_PROPS = 14
+_AFTER_METADATA = (20, 25, 26)        # training_info, functions, configuration
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2
-_LENGTH_DELIMITED, _VARINT, _FIXED64, _FIXED32 = 2, 0, 1, 5
-
-
-def _scan_props(f, size: int) -> dict[str, str]:
-    props: dict[str, str] = {}
-    while f.tell() < size:
-        field, wire = _tag(f)
-        if wire == _LENGTH_DELIMITED:
-            length = _varint(f)
-            if f.tell() + length > size:
-                raise _NotWire
-            if field == _METADATA_PROPS:
-                entry = _fields(f.read(length))
-                # repeated entries with one key: the last wins, as in {p.key: p.value for p in ...}
-                props[entry.get(_ENTRY_KEY, "")] = entry.get(_ENTRY_VALUE, "")
-            else:
-                f.seek(length, os.SEEK_CUR)
-        elif wire == _VARINT:
-            _varint(f)
-        elif wire in (_FIXED64, _FIXED32):
-            f.seek(8 if wire == _FIXED64 else 4, os.SEEK_CUR)
-        else:  # groups are not used by ONNX
-            raise _NotWire
-    if f.tell() != size:
-        raise _NotWire
-    return props
-
-
-def _fields(data: bytes) -> dict[int, str]:
-    """The string fields of a small message (a StringStringEntryProto), last occurrence winning."""
-    f, out = io.BytesIO(data), {}
-    while f.tell() < len(data):
-        field, wire = _tag(f)
-        if wire != _LENGTH_DELIMITED:
-            raise _NotWire
-        length = _varint(f)
-        value = f.read(length)
-        if len(value) != length:
-            raise _NotWire
-        try:
-            out[field] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise _NotWire from None
-    return out
-
-
-def _tag(f) -> tuple[int, int]:
-    tag = _varint(f)
-    if tag >> 3 == 0:
-        raise _NotWire
-    return tag >> 3, tag & 7
-
-
-def _varint(f) -> int:
-    value = shift = 0
-    while shift < 64:
-        byte = f.read(1)
-        if not byte:
-            raise _NotWire
-        value |= (byte[0] & 0x7F) << shift
-        if byte[0] < 0x80:
-            return value
-        shift += 7
-    raise _NotWire
 
 
 def set_props(model, props: dict[str, str]) -> None:
@@ -156,43 +114,44 @@ def _loads(model) -> None:
 _IN_MEMORY_LIMIT = 1 << 30
 
 
-def finish(model_path: Path, props: dict | None = None, source: Path | None = None, edit=None, proto=None):
+def finish(model_path: Path, props: dict | None = None, source: Path | None = None, edit=None,
+           proto=None) -> None:
     """End an ONNX pass's output at `model_path`: carry `source`'s metadata over (ORT's optimizer
     and quantizer drop it), set `props`, apply `edit(proto)`, then check the model with the ONNX
     checker and an ORT CPU session, reading and writing the file once (not read at all when the
-    pass hands over its `proto`: a ModelProto, or the model serialized). Returns the ModelProto
-    (weights loaded)."""
+    pass hands over its `proto`: a ModelProto, or the model serialized, which must then hold all
+    its tensors, as an exporter's output in memory does)."""
     import onnx
 
     model_path = Path(model_path)
-    serialized = proto if isinstance(proto, bytes) else None
-    if serialized is not None:
-        proto = onnx.load_model_from_string(serialized)
-    elif proto is None:
-        proto = onnx.load(str(model_path))
-    if edit is not None:
-        edit(proto)
-        serialized = None
-    appendable = serialized is not None and _appendable(proto)
     merged = read(source) if source is not None else {}
     merged.update(props or {})
-    set_props(proto, merged)
-    if appendable:
+    if isinstance(proto, bytes) and edit is None and _appendable(proto):
         # Protobuf merges a message appended to another, and serializes fields in number order:
         # the metadata (field 14) after a model that ends with its opset imports (8) gives the
-        # bytes serializing the whole model again would, without the 0.1 s that costs for 90 MB.
-        data = serialized + onnx.ModelProto(metadata_props=proto.metadata_props).SerializeToString()
+        # bytes serializing the whole model again would, without parsing (0.05 s for 90 MB) or
+        # serializing it (0.1 s).
+        metadata = onnx.ModelProto()
+        set_props(metadata, merged)
+        data = proto + metadata.SerializeToString()
     else:
+        if isinstance(proto, bytes):
+            proto = onnx.load_model_from_string(proto)
+        elif proto is None:
+            proto = onnx.load(str(model_path))
+        if edit is not None:
+            edit(proto)
+        set_props(proto, merged)
         if uses_external_data(proto):
             onnx.save(proto, str(model_path))
             check(model_path)
-            return proto
+            return
         # serialized once and measured by its length: proto.ByteSize() costs as much as serializing
         data = proto.SerializeToString()
     if len(data) >= _IN_MEMORY_LIMIT:  # the checker and ORT read a model this large from its file
         atomic_file(model_path, lambda tmp: tmp.write_bytes(data))
         check(model_path)
-        return proto
+        return
     from concurrent.futures import ThreadPoolExecutor
 
     # Checked from memory, and renamed into place only once both checks passed. ORT builds its
@@ -202,15 +161,16 @@ def finish(model_path: Path, props: dict | None = None, source: Path | None = No
         loaded = pool.submit(_loads, data)
         onnx.checker.check_model(data)
         atomic_file(model_path, lambda tmp: (tmp.write_bytes(data), loaded.result()))
-    return proto
 
 
-def _appendable(proto) -> bool:
-    """Whether metadata appended to the serialized `proto` lands where serializing it would put it:
-    no metadata yet, nothing numbered after it (training_info 20, functions 25, configuration 26),
-    no external data."""
-    return not (proto.metadata_props or proto.training_info or proto.functions or proto.configuration
-                or uses_external_data(proto))
+def _appendable(serialized: bytes) -> bool:
+    """Whether metadata appended to the serialized model lands where serializing it would put it:
+    no metadata yet and nothing numbered after it (read from its top-level fields)."""
+    try:
+        return not any(field == _METADATA_PROPS or field in _AFTER_METADATA
+                       for field, _ in protowire.length_delimited(io.BytesIO(serialized), len(serialized)))
+    except protowire.NotWire:
+        return False  # parsed then, which says what is wrong
 
 
 def uses_external_data(proto) -> bool:

@@ -153,5 +153,5 @@ def finish(ctx: StepContext, props: dict, edit: Callable | None = None, proto=No
     given), record `props` and the recipe's max_length in its metadata, save it once, check it
     with the ONNX checker and ORT, log it."""
     path = ctx.out_dir / onnxmeta.MODEL_FILE
-    proto = onnxmeta.finish(path, {**props, onnxmeta.MAX_LENGTH: ctx.config.max_length}, edit=edit, proto=proto)
-    ctx.log(f"wrote {path.name} ({path.stat().st_size / 1e6:.1f} MB, {len(proto.graph.node)} nodes)")
+    onnxmeta.finish(path, {**props, onnxmeta.MAX_LENGTH: ctx.config.max_length}, edit=edit, proto=proto)
+    ctx.log(f"wrote {path.name} ({path.stat().st_size / 1e6:.1f} MB, {onnxmeta.node_count(path)} nodes)")
