@@ -220,9 +220,15 @@ def test_finish_of_a_serialized_export_writes_what_serializing_the_model_would(e
     bare = onnx.load(str(exported / onnxmeta.MODEL_FILE))
     del bare.metadata_props[:]
     tagged = onnx.load(str(exported / onnxmeta.MODEL_FILE))
+    # a field numbered after the metadata (functions, 25): appending would put the metadata after it
+    with_function = onnx.ModelProto.FromString(bare.SerializeToString())
+    with_function.functions.add().CopyFrom(onnx.helper.make_function(
+        "local.example", "Twice", ["x"], ["y"], [onnx.helper.make_node("Add", ["x", "x"], ["y"])],
+        [onnx.helper.make_opsetid("", 17)]))
+    with_function.opset_import.add(domain="local.example", version=1)
     props = {onnxmeta.MAX_LENGTH: 64, "z.note": "last", "a.note": "first"}
     parse = onnx.load_model_from_string
-    for name, model in (("bare", bare), ("tagged", tagged)):
+    for name, model in (("bare", bare), ("tagged", tagged), ("with-function", with_function)):
         paths = []
         for how, given in (("bytes", model.SerializeToString()), ("proto", onnx.ModelProto.FromString(model.SerializeToString()))):
             path = work / f"serialized-{name}-{how}" / onnxmeta.MODEL_FILE

@@ -74,7 +74,6 @@ def node_count(model_path: Path) -> int:
 # field numbers of onnx.proto's ModelProto, GraphProto and StringStringEntryProto
 _GRAPH, _GRAPH_NODE = 7, 1
 _METADATA_PROPS = 14
-_AFTER_METADATA = (20, 25, 26)        # training_info, functions, configuration
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2
 
 
@@ -165,10 +164,11 @@ def finish(model_path: Path, props: dict | None = None, source: Path | None = No
 
 def _appendable(serialized: bytes) -> bool:
     """Whether metadata appended to the serialized model lands where serializing it would put it:
-    no metadata yet and nothing numbered after it (read from its top-level fields)."""
+    no metadata yet and no field numbered after it (training_info 20, functions 25, configuration
+    26, or one a later ONNX adds), read from its top-level fields."""
     try:
-        return not any(field == _METADATA_PROPS or field in _AFTER_METADATA
-                       for field, _ in protowire.length_delimited(io.BytesIO(serialized), len(serialized)))
+        return all(field < _METADATA_PROPS
+                   for field, _ in protowire.length_delimited(io.BytesIO(serialized), len(serialized)))
     except protowire.NotWire:
         return False  # parsed then, which says what is wrong
 
