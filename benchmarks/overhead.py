@@ -324,10 +324,9 @@ def main() -> int:
     bare: dict[str, list[float]] = {}
     step: dict[str, list[float]] = {}
     books: dict[str, list[float]] = {}
-    # round 0 warms up (lazy imports inside transformers and the passes, file caches) and is not
-    # counted: both sides then run warm, as the docstring says
     _, steps = load_steps(project)
     ev = next(s for s in steps if s.kind == "eval")
+    steps_dir = project / "artifacts" / "overhead" / "steps"
     rows_of: list[tuple] = []   # the evaluation's rows, read once the first source step placed the data
 
     def bare_eval() -> None:
@@ -335,7 +334,8 @@ def main() -> int:
             rows_of.append(evaluation_rows(Path(ev.data_dir), ev.data, ev.evaluate["max_samples"]))
         bare_accuracy(steps_dir / "quantize/model.onnx", steps_dir / "source/model", *rows_of[0])
 
-    steps_dir = project / "artifacts" / "overhead" / "steps"
+    # round 0 warms up (lazy imports inside transformers and the passes, file caches) and is not
+    # counted: both sides then run warm, as the docstring says
     for r in range(args.repeats + 1):
         shutil.rmtree(project / "artifacts", ignore_errors=True)
         runs = work / f"run{r}"

@@ -37,12 +37,6 @@ PASS = Pass(
 )
 
 
-def _node_count(path) -> int:
-    import onnx
-
-    return len(onnx.load(str(path), load_external_data=False).graph.node)
-
-
 def run(ctx: StepContext) -> None:
     import onnxruntime as ort
 
@@ -66,4 +60,4 @@ def run(ctx: StepContext) -> None:
     if not dst.is_file():
         raise RuntimeError(f"onnxruntime did not write the optimized model to {dst}")
     onnxmeta.finish(dst, source=src)
-    ctx.log(f"nodes: {_node_count(src)} -> {_node_count(dst)}")
+    ctx.log(f"nodes: {onnxmeta.node_count(src)} -> {onnxmeta.node_count(dst)}")

@@ -37,38 +37,42 @@ def read(model_path: Path) -> dict[str, str]:
     Parsing the model (onnx.load) copies every initializer stored in the file: 0.1-0.3 s for
     MiniLM, paid by every pass that reads its input's metadata and by every session that looks for
     tuned settings. The metadata is a top-level field of the file's ModelProto, so the file is
-    walked field by field and everything else is skipped by seeking. A file that does not walk
-    cleanly is handed to onnx.load, which says what is wrong with it."""
-    try:
-        with open(model_path, "rb") as f:
-            props = {}
-            for field, length in protowire.length_delimited(f, os.fstat(f.fileno()).st_size):
-                if field == _METADATA_PROPS:
-                    entry = protowire.strings(f.read(length))
-                    # one key given twice: the last wins, as in {p.key: p.value for p in ...}
-                    props[entry.get(_ENTRY_KEY, "")] = entry.get(_ENTRY_VALUE, "")
-            return props
-    except protowire.NotWire:
-        import onnx
+    walked field by field and everything else is skipped by seeking."""
+    def walk(f, fields) -> dict[str, str]:
+        props = {}
+        for field, length in fields:
+            if field == _METADATA_PROPS:
+                entry = protowire.strings(f.read(length))
+                # one key given twice: the last wins, as in {p.key: p.value for p in ...}
+                props[entry.get(_ENTRY_KEY, "")] = entry.get(_ENTRY_VALUE, "")
+        return props
 
-        model = onnx.load(str(model_path), load_external_data=False)
-        return {p.key: p.value for p in model.metadata_props}
+    return _walk_or_parse(model_path, walk, lambda model: {p.key: p.value for p in model.metadata_props})
 
 
 def node_count(model_path: Path) -> int:
     """Nodes of the model's main graph, counted without parsing it."""
+    def walk(f, fields) -> int:
+        count = 0
+        for field, length in fields:
+            if field == _GRAPH:
+                graph = protowire.length_delimited(f, f.tell() + length)
+                count += sum(1 for inner, _ in graph if inner == _GRAPH_NODE)
+        return count
+
+    return _walk_or_parse(model_path, walk, lambda model: len(model.graph.node))
+
+
+def _walk_or_parse(model_path: Path, walk, parsed):
+    """walk(f, fields) over the file's top-level fields; a file that does not walk cleanly is
+    parsed by onnx.load instead, which says what is wrong with it, and `parsed(model)` answers."""
     try:
         with open(model_path, "rb") as f:
-            count = 0
-            for field, length in protowire.length_delimited(f, os.fstat(f.fileno()).st_size):
-                if field == _GRAPH:
-                    end = f.tell() + length
-                    count += sum(1 for inner, _ in protowire.length_delimited(f, end) if inner == _GRAPH_NODE)
-            return count
+            return walk(f, protowire.length_delimited(f, os.fstat(f.fileno()).st_size))
     except protowire.NotWire:
         import onnx
 
-        return len(onnx.load(str(model_path), load_external_data=False).graph.node)
+        return parsed(onnx.load(str(model_path), load_external_data=False))
 
 
 # field numbers of onnx.proto's ModelProto, GraphProto and StringStringEntryProto
