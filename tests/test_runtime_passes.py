@@ -6,7 +6,9 @@ Tolerances (max |logit difference| on the same inputs):
 """
 from __future__ import annotations
 
+import collections
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -211,10 +213,11 @@ def test_finish_writes_the_same_checked_bytes_from_memory_or_through_the_file(ex
         assert sorted(p.name for p in dest.parent.iterdir()) == [onnxmeta.MODEL_FILE]
 
 
-def test_finish_of_a_serialized_export_writes_what_serializing_the_model_would(exported, work, monkeypatch):
-    """An exporter's serialized model gets its metadata appended, neither parsed nor serialized
-    again: the file is byte for byte what finish() writes from the ModelProto, with or without
-    metadata already in the model (then it is parsed and the props are merged as always)."""
+def test_finish_appends_metadata_to_an_export_or_a_written_file_as_serializing_would(exported, work, monkeypatch):
+    """An exporter's serialized model, or a file a pass wrote (ORT's quantizer), gets its metadata
+    appended, neither parsed nor serialized again: the file is byte for byte what finish() writes
+    from the ModelProto, with or without metadata already in the model (then it is parsed and the
+    props are merged as always). A file linked from elsewhere is rewritten, never appended to."""
     import onnx
 
     bare = onnx.load(str(exported / onnxmeta.MODEL_FILE))
@@ -227,19 +230,32 @@ def test_finish_of_a_serialized_export_writes_what_serializing_the_model_would(e
         [onnx.helper.make_opsetid("", 17)]))
     with_function.opset_import.add(domain="local.example", version=1)
     props = {onnxmeta.MAX_LENGTH: 64, "z.note": "last", "a.note": "first"}
-    parse = onnx.load_model_from_string
     for name, model in (("bare", bare), ("tagged", tagged), ("with-function", with_function)):
         paths = []
-        for how, given in (("bytes", model.SerializeToString()), ("proto", onnx.ModelProto.FromString(model.SerializeToString()))):
+        for how in ("bytes", "proto", "file", "linked file"):
             path = work / f"serialized-{name}-{how}" / onnxmeta.MODEL_FILE
             path.parent.mkdir()
-            if name == "bare":
+            given = None
+            if how == "bytes":
+                given = model.SerializeToString()
+            elif how == "proto":
+                given = onnx.ModelProto.FromString(model.SerializeToString())
+            elif how == "file":
+                path.write_bytes(model.SerializeToString())
+            else:
+                twin = path.with_name("twin.onnx")
+                twin.write_bytes(model.SerializeToString())
+                os.link(twin, path)
+            if name == "bare" and how in ("bytes", "file"):
                 monkeypatch.setattr(onnx, "load_model_from_string", lambda *a, **k: pytest.fail("parsed"))
+                monkeypatch.setattr(onnx, "load", lambda *a, **k: pytest.fail("parsed"))
             onnxmeta.finish(path, props, proto=given)
-            monkeypatch.setattr(onnx, "load_model_from_string", parse)
+            monkeypatch.undo()
             paths.append(path)
             assert onnxmeta.node_count(path) == len(model.graph.node) > 0
-        assert paths[0].read_bytes() == paths[1].read_bytes(), name
+            if how == "linked file":
+                assert twin.read_bytes() == model.SerializeToString() and path.stat().st_nlink == 1
+        assert all(p.read_bytes() == paths[0].read_bytes() for p in paths), name
         got = onnxmeta.read(paths[0])
         assert got["a.note"] == "first" and got[onnxmeta.MAX_LENGTH] == "64"
         assert set(got) >= {p.key for p in model.metadata_props}
@@ -266,8 +282,10 @@ def test_metadata_is_read_without_parsing_the_graph_and_as_onnx_reads_it(exporte
     expected = {p.key: p.value for p in onnx.load_model_from_string(data).metadata_props}
     assert expected["first"] == "after"
 
+    counts = collections.Counter(n.op_type for n in model.graph.node)
     monkeypatch.setattr(onnx, "load", lambda *a, **k: pytest.fail("read() parsed the model"))
     assert onnxmeta.read(path) == expected
+    assert onnxmeta.op_counts(path) == dict(sorted(counts.items())) and counts["MatMul"] > 0
     monkeypatch.undo()
 
     truncated = work / "metadata-truncated.onnx"

@@ -52,15 +52,42 @@ def read(model_path: Path) -> dict[str, str]:
 
 def node_count(model_path: Path) -> int:
     """Nodes of the model's main graph, counted without parsing it."""
-    def walk(f, fields) -> int:
-        count = 0
-        for field, length in fields:
-            if field == _GRAPH:
-                graph = protowire.length_delimited(f, f.tell() + length)
-                count += sum(1 for inner, _ in graph if inner == _GRAPH_NODE)
-        return count
+    return _walk_or_parse(model_path, lambda f, fields: sum(1 for _ in _nodes(f, fields)),
+                          lambda model: len(model.graph.node))
 
-    return _walk_or_parse(model_path, walk, lambda model: len(model.graph.node))
+
+def op_counts(model_path: Path) -> dict[str, int]:
+    """Node count per op type of a model's main graph, read without parsing it (external data not
+    loaded): what a pass logs about its output and evaluation asks of every model it measures."""
+    def walk(f, fields) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for end in _nodes(f, fields):
+            op = ""
+            for field, length in protowire.length_delimited(f, end):
+                if field == _NODE_OP_TYPE:  # given twice, the last wins, as parsing it would
+                    try:
+                        op = f.read(length).decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise protowire.NotWire from None
+            counts[op] = counts.get(op, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def parsed(model) -> dict[str, int]:
+        import collections
+
+        return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
+
+    return _walk_or_parse(model_path, walk, parsed)
+
+
+def _nodes(f, fields) -> Iterator[int]:
+    """Walking a model's top-level fields: for each node of its main graph, f is at the node's
+    payload, and the offset where it ends is yielded."""
+    for field, length in fields:
+        if field == _GRAPH:
+            for inner, size in protowire.length_delimited(f, f.tell() + length):
+                if inner == _GRAPH_NODE:
+                    yield f.tell() + size
 
 
 def _walk_or_parse(model_path: Path, walk, parsed):
@@ -75,8 +102,9 @@ def _walk_or_parse(model_path: Path, walk, parsed):
         return parsed(onnx.load(str(model_path), load_external_data=False))
 
 
-# field numbers of onnx.proto's ModelProto, GraphProto and StringStringEntryProto
+# field numbers of onnx.proto's ModelProto, GraphProto, NodeProto and StringStringEntryProto
 _GRAPH, _GRAPH_NODE = 7, 1
+_NODE_OP_TYPE = 4
 _METADATA_PROPS = 14
 _ENTRY_KEY, _ENTRY_VALUE = 1, 2
 
@@ -92,10 +120,21 @@ def set_props(model, props: dict[str, str]) -> None:
 
 def check(model_path: Path) -> None:
     """Fail unless the file passes the ONNX checker and ORT can build a CPU session from it."""
+    _checked(str(model_path))
+
+
+def _checked(model) -> None:
+    """The ONNX checker and an ORT load of `model` (a path or serialized bytes), the load in a thread
+    beside the checker: ORT builds its session mostly without the GIL. The checker's error is the
+    one raised when both fail."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import onnx
 
-    onnx.checker.check_model(str(model_path))
-    _loads(str(model_path))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        loaded = pool.submit(_loads, model)
+        onnx.checker.check_model(model)
+        loaded.result()
 
 
 def _loads(model) -> None:
@@ -123,20 +162,30 @@ def finish(model_path: Path, props: dict | None = None, source: Path | None = No
     and quantizer drop it), set `props`, apply `edit(proto)`, then check the model with the ONNX
     checker and an ORT CPU session, reading and writing the file once (not read at all when the
     pass hands over its `proto`: a ModelProto, or the model serialized, which must then hold all
-    its tensors, as an exporter's output in memory does)."""
+    its tensors, as an exporter's output in memory does).
+
+    `model_path` is in a folder nobody reads yet (the step's output folder, published whole once
+    the step succeeded): a file the pass wrote there is appended to in place when it can be."""
     import onnx
 
     model_path = Path(model_path)
     merged = read(source) if source is not None else {}
     merged.update(props or {})
+    if proto is None and edit is None and _appendable_file(model_path):
+        # ORT's quantizers and optimizer write the model without metadata: appending it (see
+        # below) spares parsing the model, serializing it and writing it again
+        with open(model_path, "ab") as f:
+            f.write(_metadata_bytes(merged))
+        check(model_path)
+        return
+    tail = b""
     if isinstance(proto, bytes) and edit is None and _appendable(proto):
         # Protobuf merges a message appended to another, and serializes fields in number order:
-        # the metadata (field 14) after a model that ends with its opset imports (8) gives the
-        # bytes serializing the whole model again would, without parsing (0.05 s for 90 MB) or
-        # serializing it (0.1 s).
-        metadata = onnx.ModelProto()
-        set_props(metadata, merged)
-        data = proto + metadata.SerializeToString()
+        # the metadata (field 14) written after a model that ends with its opset imports (8) gives
+        # the bytes serializing the whole model again would, without parsing (0.05 s for 90 MB),
+        # serializing (0.1 s) or even concatenating them (0.04 s). The checks below read the model
+        # without that tail: it holds only the strings set_props wrote.
+        data, tail = proto, _metadata_bytes(merged)
     else:
         if isinstance(proto, bytes):
             proto = onnx.load_model_from_string(proto)
@@ -151,19 +200,47 @@ def finish(model_path: Path, props: dict | None = None, source: Path | None = No
             return
         # serialized once and measured by its length: proto.ByteSize() costs as much as serializing
         data = proto.SerializeToString()
-    if len(data) >= _IN_MEMORY_LIMIT:  # the checker and ORT read a model this large from its file
-        atomic_file(model_path, lambda tmp: tmp.write_bytes(data))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.write(tail)
+
+    if len(data) + len(tail) >= _IN_MEMORY_LIMIT:  # the checker and ORT read a model this large from its file
+        atomic_file(model_path, write)
         check(model_path)
         return
     from concurrent.futures import ThreadPoolExecutor
 
     # Checked from memory, and renamed into place only once both checks passed. ORT builds its
-    # session mostly without the GIL, and writing releases it: the load overlaps the checker and
-    # the write (0.05-0.1 s of an export of MiniLM on 2 cores).
+    # session mostly without the GIL, and writing releases it: the checks overlap the write
+    # (0.05-0.1 s of an export of MiniLM on 2 cores).
     with ThreadPoolExecutor(max_workers=1) as pool:
-        loaded = pool.submit(_loads, data)
-        onnx.checker.check_model(data)
-        atomic_file(model_path, lambda tmp: (tmp.write_bytes(data), loaded.result()))
+        checked = pool.submit(_checked, data)
+        atomic_file(model_path, lambda tmp: (write(tmp), checked.result()))
+
+
+def _metadata_bytes(props: dict[str, str]) -> bytes:
+    """`props` as the metadata_props fields of a ModelProto, serialized: appended to a serialized
+    model without metadata, they give that model with them."""
+    import onnx
+
+    metadata = onnx.ModelProto()
+    set_props(metadata, props)
+    return metadata.SerializeToString()
+
+
+def _appendable_file(model_path: Path) -> bool:
+    """The file is the pass's own (not a link to a file elsewhere, which an append would change
+    too) and metadata appended to it lands where serializing would put it (see _appendable)."""
+    try:
+        with open(model_path, "rb") as f:
+            size = os.fstat(f.fileno())
+            if size.st_nlink != 1:
+                return False
+            return all(field < _METADATA_PROPS for field, _ in protowire.length_delimited(f, size.st_size))
+    except (OSError, protowire.NotWire):
+        return False  # parsed then, which says what is wrong
 
 
 def _appendable(serialized: bytes) -> bool:
@@ -200,16 +277,6 @@ def _tensors(graph):
                 yield attr.t
             for g in list(attr.graphs) + ([attr.g] if attr.HasField("g") else []):
                 yield from _tensors(g)
-
-
-def op_counts(path: Path) -> dict[str, int]:
-    """Node count per op type of a model's main graph (external data not loaded)."""
-    import collections
-
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
 
 
 # Ops that compute on integers: what ORT's quantizers emit (dynamic, static QDQ and QOperator,

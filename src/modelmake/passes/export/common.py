@@ -46,19 +46,35 @@ def dummy(tokenizer, names: list[str]):
     return tuple(encoded[n].to(torch.int64) for n in names)
 
 
+class _Kept:
+    """What the exporter writes, kept as the bytes objects it hands over. A BytesIO would copy the
+    serialized model into its buffer and getvalue() out again (0.04 s each for MiniLM's 90 MB)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))  # bytes(b) is b itself: no copy of the exporter's bytes
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def value(self) -> bytes:
+        return self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+
+
 def _export_torchscript(module, args, names: list[str], path: Path, opset: int) -> bytes:
     """The exported model, serialized and kept in memory: finish() writes it once, with its metadata."""
-    import io
-
     import torch
 
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"}
-    buffer = io.BytesIO()
-    torch.onnx.export(module, args, buffer, dynamo=False, input_names=names,
+    kept = _Kept()
+    torch.onnx.export(module, args, kept, dynamo=False, input_names=names,
                       output_names=["logits"], dynamic_axes=axes, opset_version=opset,
                       do_constant_folding=True)
-    return buffer.getvalue()
+    return kept.value()
 
 
 def require_onnxscript() -> None:
