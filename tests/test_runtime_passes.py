@@ -184,8 +184,9 @@ def test_recipe_validation(step, key, message, tmp_path):
 
 @pytest.mark.parametrize("limit", [0, 1 << 30])
 def test_finish_writes_the_same_checked_bytes_from_memory_or_through_the_file(exported, work, monkeypatch, limit):
-    """finish() checks a model in memory before writing it, or (past the in-memory limit) by its
-    file after writing it; both give the same bytes, and a model ORT cannot load fails both ways."""
+    """finish() checks a model before it renames it into place, the checker reading the bytes in
+    memory or (past the in-memory limit) the file; both give the same bytes, and a model ORT cannot
+    load fails both ways, leaving nothing behind."""
     import onnx
 
     monkeypatch.setattr(onnxmeta, "_IN_MEMORY_LIMIT", limit)
@@ -208,9 +209,8 @@ def test_finish_writes_the_same_checked_bytes_from_memory_or_through_the_file(ex
     for name, model in (("broken", broken), ("no-kernel", no_kernel)):
         with pytest.raises(Exception):
             onnxmeta.finish(work / f"finish-{limit}" / f"{name}.onnx", proto=model)
-    if limit:  # checked before it is renamed into place: nothing else written, no temp left (past
-        # the limit the file is checked after it is written, in the step's build folder, which a failure discards)
-        assert sorted(p.name for p in dest.parent.iterdir()) == [onnxmeta.MODEL_FILE]
+    # checked before it is renamed into place: nothing else written, no temp left
+    assert sorted(p.name for p in dest.parent.iterdir()) == [onnxmeta.MODEL_FILE]
 
 
 def test_finish_appends_metadata_to_an_export_or_a_written_file_as_serializing_would(exported, work, monkeypatch):

@@ -119,22 +119,12 @@ def set_props(model, props: dict[str, str]) -> None:
 
 
 def check(model_path: Path) -> None:
-    """Fail unless the file passes the ONNX checker and ORT can build a CPU session from it."""
-    _checked(str(model_path))
-
-
-def _checked(model) -> None:
-    """The ONNX checker and an ORT load of `model` (a path or serialized bytes), the load in a thread
-    beside the checker: ORT builds its session mostly without the GIL. The checker's error is the
-    one raised when both fail."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """Fail unless the file passes the ONNX checker and ORT can build a CPU session from it. One
+    after the other: on two threads they contend and take longer (0.17 s against 0.15 s for 90 MB)."""
     import onnx
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        loaded = pool.submit(_loads, model)
-        onnx.checker.check_model(model)
-        loaded.result()
+    onnx.checker.check_model(str(model_path))
+    _loads(str(model_path))
 
 
 def _loads(model) -> None:
@@ -201,23 +191,19 @@ def finish(model_path: Path, props: dict | None = None, source: Path | None = No
         # serialized once and measured by its length: proto.ByteSize() costs as much as serializing
         data = proto.SerializeToString()
 
-    def write(tmp: Path) -> None:
+    def write_checked(tmp: Path) -> None:
+        # Renamed into place only once both checks passed. The checker reads the bytes in memory
+        # (no tail: it holds only the strings set_props wrote); ORT reads the file just written:
+        # bytes handed to it from Python are copied first (0.1 s against 0.06 s for 90 MB). One
+        # after the other: on two threads they contend and take longer.
         with open(tmp, "wb") as f:
             f.write(data)
             f.write(tail)
+        # protobuf cannot parse a message of 2 GB or more from memory: the checker reads the file
+        onnx.checker.check_model(data if len(data) + len(tail) < _IN_MEMORY_LIMIT else str(tmp))
+        _loads(str(tmp))
 
-    if len(data) + len(tail) >= _IN_MEMORY_LIMIT:  # the checker and ORT read a model this large from its file
-        atomic_file(model_path, write)
-        check(model_path)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    # Checked from memory, and renamed into place only once both checks passed. ORT builds its
-    # session mostly without the GIL, and writing releases it: the checks overlap the write
-    # (0.05-0.1 s of an export of MiniLM on 2 cores).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        checked = pool.submit(_checked, data)
-        atomic_file(model_path, lambda tmp: (write(tmp), checked.result()))
+    atomic_file(model_path, write_checked)
 
 
 def _metadata_bytes(props: dict[str, str]) -> bytes:
