@@ -65,10 +65,7 @@ def op_counts(model_path: Path) -> dict[str, int]:
             op = ""
             for field, length in protowire.length_delimited(f, end):
                 if field == _NODE_OP_TYPE:  # given twice, the last wins, as parsing it would
-                    try:
-                        op = f.read(length).decode("utf-8")
-                    except UnicodeDecodeError:
-                        raise protowire.NotWire from None
+                    op = protowire.text(f, length)
             counts[op] = counts.get(op, 0) + 1
         return dict(sorted(counts.items()))
 
@@ -161,20 +158,18 @@ def finish(model_path: Path, props: dict | None = None, source: Path | None = No
     model_path = Path(model_path)
     merged = read(source) if source is not None else {}
     merged.update(props or {})
-    if proto is None and edit is None and _appendable_file(model_path):
+    if proto is None and edit is None and _appended(model_path, merged):
         # ORT's quantizers and optimizer write the model without metadata: appending it (see
-        # below) spares parsing the model, serializing it and writing it again
-        with open(model_path, "ab") as f:
-            f.write(_metadata_bytes(merged))
+        # below) spared parsing the model, serializing it and writing it again
         check(model_path)
         return
     tail = b""
-    if isinstance(proto, bytes) and edit is None and _appendable(proto):
+    if isinstance(proto, bytes) and edit is None and _appendable(io.BytesIO(proto), len(proto)):
         # Protobuf merges a message appended to another, and serializes fields in number order:
         # the metadata (field 14) written after a model that ends with its opset imports (8) gives
         # the bytes serializing the whole model again would, without parsing (0.05 s for 90 MB),
-        # serializing (0.1 s) or even concatenating them (0.04 s). The checks below read the model
-        # without that tail: it holds only the strings set_props wrote.
+        # serializing (0.1 s) or even concatenating them (0.04 s). The checker below reads the
+        # model without that tail: it holds only the strings set_props wrote.
         data, tail = proto, _metadata_bytes(merged)
     else:
         if isinstance(proto, bytes):
@@ -216,26 +211,29 @@ def _metadata_bytes(props: dict[str, str]) -> bytes:
     return metadata.SerializeToString()
 
 
-def _appendable_file(model_path: Path) -> bool:
-    """The file is the pass's own (not a link to a file elsewhere, which an append would change
-    too) and metadata appended to it lands where serializing would put it (see _appendable)."""
+def _appended(model_path: Path, props: dict[str, str]) -> bool:
+    """Append `props` as metadata to the file when that gives what serializing the model with them
+    would (see _appendable) and the file is the pass's own (not a link to a file elsewhere, which
+    an append would change too); whether it did."""
     try:
-        with open(model_path, "rb") as f:
+        with open(model_path, "r+b") as f:
             size = os.fstat(f.fileno())
-            if size.st_nlink != 1:
+            if size.st_nlink != 1 or not _appendable(f, size.st_size):
                 return False
-            return all(field < _METADATA_PROPS for field, _ in protowire.length_delimited(f, size.st_size))
-    except (OSError, protowire.NotWire):
+            f.seek(0, os.SEEK_END)
+            f.write(_metadata_bytes(props))
+            return True
+    except OSError:
         return False  # parsed then, which says what is wrong
 
 
-def _appendable(serialized: bytes) -> bool:
-    """Whether metadata appended to the serialized model lands where serializing it would put it:
-    no metadata yet and no field numbered after it (training_info 20, functions 25, configuration
-    26, or one a later ONNX adds), read from its top-level fields."""
+def _appendable(f, end: int) -> bool:
+    """Whether metadata appended to the serialized model (f, from its position up to `end`) lands
+    where serializing it would put it: no metadata yet and no field numbered after it
+    (training_info 20, functions 25, configuration 26, or one a later ONNX adds), read from its
+    top-level fields."""
     try:
-        return all(field < _METADATA_PROPS
-                   for field, _ in protowire.length_delimited(io.BytesIO(serialized), len(serialized)))
+        return all(field < _METADATA_PROPS for field, _ in protowire.length_delimited(f, end))
     except protowire.NotWire:
         return False  # parsed then, which says what is wrong
 

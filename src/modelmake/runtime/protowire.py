@@ -46,11 +46,16 @@ def strings(data: bytes) -> dict[int, str]:
     given twice keeps its last value, as protobuf does."""
     f, out = io.BytesIO(data), {}
     for field, length in length_delimited(f, len(data)):
-        try:
-            out[field] = f.read(length).decode("utf-8")
-        except UnicodeDecodeError:
-            raise NotWire from None
+        out[field] = text(f, length)
     return out
+
+
+def text(f: BinaryIO, length: int) -> str:
+    """The `length` bytes at f's position, as the UTF-8 string field they are."""
+    try:
+        return f.read(length).decode("utf-8")
+    except UnicodeDecodeError:
+        raise NotWire from None
 
 
 def varint(f: BinaryIO) -> int:
